@@ -1,0 +1,97 @@
+# sdlua — Stable Diffusion in C and Lua.
+#   make deps        install the Debian packages the project needs (as root)
+#   make             build bin/sdlua and lib/sd/core.so
+#   make test        C and Lua tests, golden tests against $(SDLUA_REFERENCE)
+#   make test-asan   the same tests built with AddressSanitizer + UBSan
+#   make fuzz        libFuzzer harnesses (clang), FUZZ_SECONDS each
+#   make bench       kernel GFLOP/s as ratios to cblas_sgemm in the same run
+
+CC      ?= cc
+BUILD   ?= build
+BIN     ?= bin
+SAN     ?= 0
+OPT     ?= -O2 -g
+WERROR  ?= -Werror
+
+LUA_INC  ?= /usr/include/lua5.4
+BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+
+DEB_PACKAGES = build-essential clang lua5.4 liblua5.4-dev libopenblas-openmp-dev libsleef-dev \
+  libstb-dev libedit-dev zlib1g-dev lua-cjson lua-argparse libzmq3-dev pkg-config
+
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp $(OPT) -Wall -Wextra $(WERROR) \
+  -Iruntime -Ikernels -I$(LUA_INC) -I$(BLAS_INC) -I/usr/include/stb $(CFLAGS)
+LDLIBS_ALL = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lsleef -lstb -lz -lm -fopenmp $(LDLIBS)
+
+ifeq ($(SAN),1)
+  BUILD := build-asan
+  BIN   := build-asan/bin
+  CFLAGS_ALL += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDLIBS_ALL += -fsanitize=address,undefined
+endif
+
+# Files named *_avx512.c / *_avx2.c hold ISA-specific code chosen at run time (runtime/cpu.c).
+ISA_avx512 = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mavx2 -mfma -mf16c
+ISA_avx2   = -mavx2 -mfma -mf16c
+isa_flags  = $(if $(findstring _avx512.c,$1),$(ISA_avx512),$(if $(findstring _avx2.c,$1),$(ISA_avx2),))
+
+MAIN_SRC = runtime/lsdlua.c
+CORE_SRC = $(filter-out $(MAIN_SRC),$(wildcard runtime/*.c kernels/*.c))
+CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
+CTEST_SRC = $(wildcard tests/c/test_*.c)
+CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+HDRS = $(wildcard runtime/*.h kernels/*.h)
+
+SDLUA = $(BIN)/sdlua
+export SDLUA_REFERENCE ?= $(abspath ../shared/reference)
+
+.PHONY: all deps test test-c test-lua test-asan fuzz bench clean
+all: $(SDLUA) lib/sd/core.so
+
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(call isa_flags,$<) -c $< -o $@
+
+$(BUILD)/libsdcore.a: $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SDLUA): $(BUILD)/$(MAIN_SRC:.c=.o) $(BUILD)/libsdcore.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ -llua5.4 -ledit $(LDLIBS_ALL)
+
+# The same core as a Lua C module, for a plain lua5.4 (see docs/getting-started.md).
+lib/sd/core.so: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libsdcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/c -o $@ $< $(BUILD)/libsdcore.a -llua5.4 $(LDLIBS_ALL)
+
+# Every test prints "ok - name", "not ok - name" or "skip - name: why"; tests/tally sums them
+# and ends with "N passed, N failed".
+test: $(SDLUA) $(CTEST_BIN)
+	@tests/run-all $(BUILD) $(SDLUA)
+
+test-asan:
+	$(MAKE) SAN=1 test
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@tests/fuzz/run $(FUZZ_SECONDS)
+
+bench: $(SDLUA) $(BUILD)/tests/bench_kernels
+	$(BUILD)/tests/bench_kernels
+
+$(BUILD)/tests/bench_kernels: tests/c/bench_kernels.c $(BUILD)/libsdcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/c -o $@ $< $(BUILD)/libsdcore.a -llua5.4 $(LDLIBS_ALL)
+
+clean:
+	rm -rf build build-asan bin lib

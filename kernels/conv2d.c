@@ -1,0 +1,140 @@
+/* 2-D convolution on sgemm: direct products for 1x1 convolutions, banded im2col otherwise. */
+#include "conv2d.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "sd_error.h"
+
+/* im2col workspace budget in floats (4 MB); a band has at least MIN_COLS output pixels. */
+#define IM2COL_FLOATS (1 << 20)
+#define MIN_COLS 128
+
+int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
+{
+	if (stride <= 0 || dil <= 0 || k <= 0 || pad < 0) return 0;
+	int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+	if (span < 0) return 0;
+	return span / stride + 1;
+}
+
+/* One row of the im2col matrix: input channel plane `xc` (h x w), kernel tap (ki, kj), output
+ * pixels [p0, p0 + np) of an oh x ow output, into dst[0 .. np). */
+static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_t kj,
+                       const sd_conv2d_params *p, int64_t ow, int64_t p0, int64_t np, float *dst)
+{
+	int64_t pend = p0 + np;
+	int64_t pos = p0;
+	while (pos < pend) {
+		int64_t oy = pos / ow, ox0 = pos % ow;
+		int64_t ox1 = ow < ox0 + (pend - pos) ? ow : ox0 + (pend - pos); /* exclusive */
+		int64_t cnt = ox1 - ox0;
+		int64_t iy = oy * p->stride_h - p->pad_h + ki * p->dil_h;
+		if (iy < 0 || iy >= h) {
+			memset(dst, 0, (size_t)cnt * sizeof(float));
+		} else {
+			const float *xr = xc + iy * w;
+			int64_t off = kj * p->dil_w - p->pad_w; /* ix = ox * sw + off */
+			if (p->stride_w == 1) {
+				/* valid ox: 0 <= ox + off < w */
+				int64_t lo = -off > ox0 ? -off : ox0;
+				int64_t hi = w - off < ox1 ? w - off : ox1;
+				if (hi <= lo) {
+					memset(dst, 0, (size_t)cnt * sizeof(float));
+				} else {
+					if (lo > ox0) memset(dst, 0, (size_t)(lo - ox0) * sizeof(float));
+					memcpy(dst + (lo - ox0), xr + lo + off, (size_t)(hi - lo) * sizeof(float));
+					if (ox1 > hi) memset(dst + (hi - ox0), 0, (size_t)(ox1 - hi) * sizeof(float));
+				}
+			} else {
+				int64_t sw = p->stride_w;
+				for (int64_t ox = ox0; ox < ox1; ox++) {
+					int64_t ix = ox * sw + off;
+					dst[ox - ox0] = (ix >= 0 && ix < w) ? xr[ix] : 0.0f;
+				}
+			}
+		}
+		dst += cnt;
+		pos += cnt;
+	}
+}
+
+int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+              const void *weight, sd_dtype wdt, int64_t o, int64_t kh, int64_t kw,
+              const float *bias, const sd_conv2d_params *p, float *y)
+{
+	if (wdt != SD_F32 && wdt != SD_F16 && wdt != SD_BF16)
+		return sd_seterr("conv2d: weight must be f32, f16 or bf16, not %s", sd_dtype_name(wdt));
+	if (n < 0 || c <= 0 || h < 0 || w < 0 || o <= 0 || kh <= 0 || kw <= 0)
+		return sd_seterr("conv2d: bad sizes n=%lld c=%lld h=%lld w=%lld o=%lld kh=%lld kw=%lld",
+		                 (long long)n, (long long)c, (long long)h, (long long)w, (long long)o,
+		                 (long long)kh, (long long)kw);
+	if (p->stride_h <= 0 || p->stride_w <= 0 || p->dil_h <= 0 || p->dil_w <= 0 || p->pad_h < 0 ||
+	    p->pad_w < 0 || p->groups <= 0)
+		return sd_seterr("conv2d: stride and dilation must be positive, padding non-negative, "
+		                 "groups positive");
+	int64_t g = p->groups;
+	if (c % g || o % g)
+		return sd_seterr("conv2d: groups %lld must divide channels %lld and outputs %lld",
+		                 (long long)g, (long long)c, (long long)o);
+	int64_t oh = sd_conv2d_outsize(h, kh, p->stride_h, p->pad_h, p->dil_h);
+	int64_t ow = sd_conv2d_outsize(w, kw, p->stride_w, p->pad_w, p->dil_w);
+	if (oh <= 0 || ow <= 0)
+		return sd_seterr("conv2d: kernel %lldx%lld does not fit the input %lldx%lld",
+		                 (long long)kh, (long long)kw, (long long)h, (long long)w);
+	int64_t cg = c / g, og = o / g, hw = h * w, ohw = oh * ow;
+	int64_t kdim = cg * kh * kw;
+	size_t esz = sd_dtype_size(wdt);
+	const char *wbytes = weight;
+	if (n == 0) return 0;
+
+	/* bias first, then every product accumulates onto it */
+	float beta = 0.0f;
+	if (bias) {
+		int par = !omp_in_parallel() && n * o * ohw >= (1 << 16);
+#pragma omp parallel for schedule(static) if (par)
+		for (int64_t i = 0; i < n * o; i++) {
+			float *yp = y + i * ohw, bv = bias[i % o];
+			for (int64_t j = 0; j < ohw; j++) yp[j] = bv;
+		}
+		beta = 1.0f;
+	}
+
+	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
+	             p->pad_w == 0;
+	if (direct) {
+		for (int64_t b = 0; b < n; b++)
+			for (int64_t gi = 0; gi < g; gi++)
+				if (sd_gemm_ex(0, 0, og, hw, cg, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz, wdt,
+				               kdim, x + (b * c + gi * cg) * hw, SD_F32, hw, beta,
+				               y + (b * o + gi * og) * ohw, ohw))
+					return -1;
+		return 0;
+	}
+
+	int64_t np = IM2COL_FLOATS / kdim;
+	if (np < MIN_COLS) np = MIN_COLS;
+	if (np > ohw) np = ohw;
+	float *col = sd_workspace(2, (size_t)(kdim * np));
+	if (!col) return -1;
+	int par = !omp_in_parallel();
+	for (int64_t b = 0; b < n; b++) {
+		for (int64_t p0 = 0; p0 < ohw; p0 += np) {
+			int64_t cnt = ohw - p0 < np ? ohw - p0 : np;
+			for (int64_t gi = 0; gi < g; gi++) {
+				const float *xg = x + (b * c + gi * cg) * hw;
+#pragma omp parallel for schedule(static) if (par && kdim * cnt >= (1 << 14))
+				for (int64_t r = 0; r < kdim; r++) {
+					int64_t ci = r / (kh * kw), t = r % (kh * kw);
+					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, col + r * cnt);
+				}
+				if (sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz,
+				               wdt, kdim, col, SD_F32, cnt, beta, y + (b * o + gi * og) * ohw + p0,
+				               ohw))
+					return -1;
+			}
+		}
+	}
+	return 0;
+}

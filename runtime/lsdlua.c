@@ -1,0 +1,701 @@
+/* sdlua: the Lua 5.4 interpreter with the sd core linked in.
+ *
+ *   sdlua [options] [script [args...]]
+ *
+ * Runs a script with the global `arg` table laid out as the stock lua program lays it out, or
+ * reads chunks interactively (libedit line editing and history on a terminal, plain lines from a
+ * pipe). The Lua modules of the tree are found next to the executable (<bin>/../lua), the C core
+ * is preloaded as "sd.core", and the global `sd` holds require "sd" before anything runs.
+ * Ctrl-C stops the running chunk with the error "interrupted!"; at the prompt it clears the line. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "lsd.h"
+
+#define SDLUA_VERSION "0.1.0"
+#define PROMPT1 "> "
+#define PROMPT2 ">> "
+#define HISTORY_MAX 1000
+
+/* lsystem.c: the interrupt flag long-running C code may poll */
+void sdl_set_interrupted(int on);
+int sdl_interrupted(void);
+
+static const char *progname = "sdlua";
+
+static void usage(const char *bad)
+{
+	if (bad) fprintf(stderr, "%s: %s\n", progname, bad);
+	fprintf(stderr,
+	        "usage: %s [options] [script [args...]]\n"
+	        "  -e code   run the string 'code'\n"
+	        "  -l mod    require 'mod' into the global 'mod' (-l g=mod: into the global 'g')\n"
+	        "  -i        interactive mode after running the script\n"
+	        "  -v        print version information\n"
+	        "  -t n      use n threads (default: SDLUA_THREADS, else every core)\n"
+	        "  -E        ignore LUA_PATH and LUA_CPATH\n"
+	        "  -W        turn warnings on\n"
+	        "  --        stop handling options\n"
+	        "  -         run standard input as a script and stop handling options\n"
+	        "With no script and no -e or -v: interactive mode.\n",
+	        progname);
+	fflush(stderr);
+}
+
+static void message(const char *msg)
+{
+	fprintf(stderr, "%s: %s\n", progname, msg);
+	fflush(stderr);
+}
+
+/* Prints the error on top of the stack and pops it. */
+static int report(lua_State *L, int status)
+{
+	if (status != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+		message(msg ? msg : "(error object is not a string)");
+		lua_pop(L, 1);
+	}
+	return status;
+}
+
+/* Message handler: the error as text with a traceback appended. */
+static int msghandler(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			return 1; /* an object that describes itself */
+		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/* ---- Ctrl-C -------------------------------------------------------------------------------
+ * While a chunk runs, SIGINT sets a count hook that raises "interrupted!" at the next Lua
+ * instruction, call or return (a C kernel finishes its call first), and raises the flag C loops
+ * may poll. A third Ctrl-C during the same run restores the default action and kills the
+ * process, for code stuck in C. At a terminal prompt SIGINT only marks the line as cancelled. */
+static lua_State *globalL;
+static volatile sig_atomic_t sigint_count;
+static volatile sig_atomic_t prompt_sigint;
+
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	lua_sethook(L, NULL, 0, 0);
+	luaL_error(L, "interrupted!");
+}
+
+static void set_handler(void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: a blocking read returns EINTR */
+	sigaction(SIGINT, &sa, NULL);
+}
+
+static void on_sigint_running(int sig)
+{
+	static const char warn[] = "\n(interrupt pending until the running C function returns; "
+	                           "Ctrl-C again kills sdlua)\n";
+	static struct timespec last;
+	struct timespec now;
+	int n;
+	/* signals within 0.2 s count once: `timeout -s INT` signals the child and then its group */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (sigint_count == 0 || (now.tv_sec - last.tv_sec) * 1000000000L + (now.tv_nsec - last.tv_nsec) > 200000000L)
+		sigint_count++;
+	last = now;
+	n = sigint_count;
+	sdl_set_interrupted(1);
+	lua_sethook(globalL, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+	if (n == 2) {
+		ssize_t w = write(STDERR_FILENO, warn, sizeof warn - 1);
+		(void)w;
+	} else if (n >= 3) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+}
+
+static void on_sigint_prompt(int sig)
+{
+	(void)sig;
+	prompt_sigint = 1;
+}
+
+static int interactive_stdin; /* stdin is a terminal: Ctrl-C at the prompt cancels the line */
+
+static void idle_handler(void)
+{
+	set_handler(interactive_stdin ? on_sigint_prompt : SIG_DFL);
+}
+
+/* Calls the function below narg arguments in protected mode with a traceback, interruptible. */
+static int docall(lua_State *L, int narg, int nres)
+{
+	int status, base = lua_gettop(L) - narg;
+	lua_pushcfunction(L, msghandler);
+	lua_insert(L, base);
+	sigint_count = 0;
+	sdl_set_interrupted(0);
+	set_handler(on_sigint_running);
+	status = lua_pcall(L, narg, nres, base);
+	idle_handler();
+	if (lua_gethook(L) == stop_hook) lua_sethook(L, NULL, 0, 0); /* a late Ctrl-C */
+	sdl_set_interrupted(0);
+	lua_remove(L, base);
+	return status;
+}
+
+static void print_version(void)
+{
+	printf("sdlua %s (%s)\n", SDLUA_VERSION, LUA_RELEASE);
+	fflush(stdout);
+}
+
+/* ---- setup -------------------------------------------------------------------------------- */
+static int is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The folder of the Lua modules: <dir of the real executable>/../lua, or two levels up (a build
+ * under build-asan/bin), or ../share/sdlua/lua (an installed layout). NULL if unknown. */
+static const char *find_lua_root(const char *argv0, char *out, size_t outsz)
+{
+	static const char *const rel[] = {"/../lua", "/../../lua", "/../share/sdlua/lua"};
+	char exe[PATH_MAX], cand[PATH_MAX + 32], real[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	char *slash;
+	size_t i;
+	if (n > 0) {
+		exe[n] = '\0';
+	} else if (argv0 && strchr(argv0, '/') && realpath(argv0, exe)) {
+		/* resolved */
+	} else {
+		return NULL;
+	}
+	slash = strrchr(exe, '/');
+	if (!slash) return NULL;
+	*slash = '\0';
+	for (i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+		char sd[PATH_MAX + 40];
+		snprintf(cand, sizeof cand, "%s%s", exe, rel[i]);
+		snprintf(sd, sizeof sd, "%s/sd", cand);
+		if (is_dir(sd) && realpath(cand, real)) {
+			snprintf(out, outsz, "%s", real);
+			return out;
+		}
+	}
+	if (snprintf(out, outsz, "%s%s", exe, rel[0]) >= (int)outsz) return NULL;
+	return out;
+}
+
+static void setup_paths(lua_State *L, const char *argv0)
+{
+	char root[PATH_MAX];
+	lua_getglobal(L, "package");
+	if (find_lua_root(argv0, root, sizeof root)) {
+		lua_getfield(L, -1, "path");
+		lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", root, root,
+		                lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+		lua_setfield(L, -3, "path");
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_pushcfunction(L, luaopen_sd_core);
+	lua_setfield(L, -2, "sd.core");
+	lua_pop(L, 1);
+}
+
+static int dorequire(lua_State *L, const char *name)
+{
+	lua_getglobal(L, "require");
+	lua_pushstring(L, name);
+	return docall(L, 1, 1);
+}
+
+/* require "sd.core", set the thread count of -t, then the global sd = require "sd" (or the core
+ * while lua/sd/init.lua does not exist). */
+static int load_sd(lua_State *L, int threads)
+{
+	if (report(L, dorequire(L, "sd.core")) != LUA_OK) return 0;
+	if (threads > 0) {
+		lua_getfield(L, -1, "threads");
+		lua_pushinteger(L, threads);
+		if (report(L, docall(L, 1, 0)) != LUA_OK) return 0;
+	}
+	if (dorequire(L, "sd") == LUA_OK) {
+		lua_remove(L, -2);
+	} else {
+		const char *msg = lua_tostring(L, -1);
+		if (!msg || !strstr(msg, "module 'sd' not found")) {
+			fprintf(stderr, "%s: warning: require \"sd\" failed, the global sd is sd.core:\n", progname);
+			report(L, LUA_ERRRUN);
+		} else {
+			lua_pop(L, 1);
+		}
+	}
+	lua_setglobal(L, "sd");
+	return 1;
+}
+
+/* arg[0] is the script, negative indices the interpreter and its options, positive ones the
+ * script's arguments. Without a script, arg[0] is the interpreter. */
+static void create_arg_table(lua_State *L, char **argv, int argc, int script)
+{
+	int i;
+	if (script >= argc) script = 0;
+	lua_createtable(L, argc - script - 1 > 0 ? argc - script - 1 : 0, script + 1);
+	for (i = 0; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i - script);
+	}
+	lua_setglobal(L, "arg");
+}
+
+/* ---- options ------------------------------------------------------------------------------ */
+typedef struct options {
+	int script;  /* index of the script in argv, argc if none */
+	int has_e, has_i, has_v, has_E;
+	int threads; /* -t, 0 if absent */
+} options;
+
+static int parse_count(const char *s)
+{
+	char *end;
+	long n;
+	if (*s < '0' || *s > '9') return -1;
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno || *end || n < 1 || n > 1024) return -1;
+	return (int)n;
+}
+
+/* Returns 0 on a usage error (already reported). */
+static int collect_args(int argc, char **argv, options *o)
+{
+	int i;
+	memset(o, 0, sizeof *o);
+	o->script = argc;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		char bad[256];
+		if (a[0] != '-' || a[1] == '\0') { /* a script name, or "-" for stdin */
+			o->script = i;
+			return 1;
+		}
+		switch (a[1]) {
+		case '-':
+			if (a[2] != '\0') break;
+			o->script = i + 1 < argc ? i + 1 : argc;
+			return 1;
+		case 'i':
+		case 'v':
+		case 'E':
+		case 'W':
+			if (a[2] != '\0') break;
+			if (a[1] == 'i') o->has_i = 1;
+			if (a[1] == 'v') o->has_v = 1;
+			if (a[1] == 'E') o->has_E = 1;
+			continue;
+		case 'e':
+		case 'l':
+		case 't':
+			if (a[2] == '\0') {
+				if (++i >= argc || argv[i][0] == '-') {
+					snprintf(bad, sizeof bad, "'%s' needs an argument", a);
+					usage(bad);
+					return 0;
+				}
+			}
+			if (a[1] == 'e') o->has_e = 1;
+			if (a[1] == 't') {
+				const char *v = a[2] ? a + 2 : argv[i];
+				o->threads = parse_count(v);
+				if (o->threads < 0) {
+					snprintf(bad, sizeof bad, "-t wants a thread count from 1 to 1024, not '%.100s'", v);
+					usage(bad);
+					return 0;
+				}
+			}
+			continue;
+		default:
+			break;
+		}
+		snprintf(bad, sizeof bad, "unrecognized option '%.100s'", a);
+		usage(bad);
+		return 0;
+	}
+	return 1;
+}
+
+/* -l name or -l global=name: require the module into a global. */
+static int dolibrary(lua_State *L, const char *spec)
+{
+	const char *eq = strchr(spec, '=');
+	int status;
+	if (eq) {
+		lua_pushlstring(L, spec, (size_t)(eq - spec));
+		status = dorequire(L, eq + 1);
+	} else {
+		lua_pushstring(L, spec);
+		status = dorequire(L, spec);
+	}
+	if (status == LUA_OK) {
+		lua_setglobal(L, lua_tostring(L, -2));
+		lua_pop(L, 1);
+	} else {
+		lua_remove(L, -2);
+	}
+	return report(L, status);
+}
+
+/* Runs -e, -l and -W in order. Returns 0 when one of them failed. */
+static int run_args(lua_State *L, char **argv, int script)
+{
+	int i;
+	for (i = 1; i < script; i++) {
+		const char *a = argv[i];
+		int opt;
+		if (a[0] != '-') continue;
+		opt = a[1];
+		if (opt == 'W' && a[2] == '\0') {
+			lua_warning(L, "@on", 0);
+		} else if (opt == 'e' || opt == 'l' || opt == 't') {
+			const char *v = a[2] ? a + 2 : argv[++i];
+			int status = LUA_OK;
+			if (opt == 'e') {
+				status = luaL_loadbuffer(L, v, strlen(v), "=(command line)");
+				if (status == LUA_OK) status = docall(L, 0, 0);
+				status = report(L, status);
+			} else if (opt == 'l') {
+				status = dolibrary(L, v);
+			}
+			if (status != LUA_OK) return 0;
+		}
+	}
+	return 1;
+}
+
+/* Appends the script's folder to package.path, so that a script finds the modules beside it
+ * (tests/lua/test_x.lua requires "test"); appended, it never hides a module found before. */
+static void add_script_dir(lua_State *L, const char *fname)
+{
+	char real[PATH_MAX], *slash;
+	if (!realpath(fname, real)) return;
+	slash = strrchr(real, '/');
+	if (!slash) return;
+	slash[slash == real ? 1 : 0] = '\0';
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "path");
+	lua_pushfstring(L, "%s;%s/?.lua;%s/?/init.lua", lua_isstring(L, -1) ? lua_tostring(L, -1) : "",
+	                real, real);
+	lua_setfield(L, -3, "path");
+	lua_pop(L, 2);
+}
+
+static int run_script(lua_State *L, char **argv, int script)
+{
+	const char *fname = argv[script];
+	int status, n, i;
+	if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0) fname = NULL;
+	if (fname) add_script_dir(L, fname);
+	status = luaL_loadfile(L, fname);
+	if (status == LUA_OK) {
+		lua_getglobal(L, "arg");
+		if (lua_type(L, -1) != LUA_TTABLE) luaL_error(L, "'arg' is not a table");
+		n = (int)luaL_len(L, -1);
+		luaL_checkstack(L, n + 3, "too many arguments to script");
+		for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+		lua_remove(L, -i);
+		status = docall(L, n, 0);
+	}
+	return report(L, status) == LUA_OK;
+}
+
+/* ---- interactive mode --------------------------------------------------------------------- */
+static int use_editline;   /* stdin and stdout are terminals */
+static char history_file[PATH_MAX];
+
+static void history_setup(void)
+{
+	const char *env = getenv("SDLUA_HISTORY"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	history_file[0] = '\0';
+	if (env) {
+		if (*env) snprintf(history_file, sizeof history_file, "%s", env);
+	} else if (xdg && *xdg == '/') {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof dir, "%s/sdlua", xdg);
+		if (is_dir(dir) || mkdir(dir, 0700) == 0)
+			if (snprintf(history_file, sizeof history_file, "%s/history", dir) >= (int)sizeof history_file)
+				history_file[0] = '\0';
+	} else if (home && *home) {
+		snprintf(history_file, sizeof history_file, "%s/.sdlua_history", home);
+	}
+	using_history();
+	stifle_history(HISTORY_MAX);
+	if (history_file[0]) read_history(history_file);
+}
+
+static void history_add(const char *chunk)
+{
+	add_history(chunk);
+	if (history_file[0]) write_history(history_file);
+}
+
+/* The prompt: the global _PROMPT (_PROMPT2 for a continuation line) or the default. */
+static void get_prompt(lua_State *L, int first, char *buf, size_t size)
+{
+	const char *p;
+	lua_getglobal(L, first ? "_PROMPT" : "_PROMPT2");
+	p = lua_tostring(L, -1);
+	snprintf(buf, size, "%s", p ? p : first ? PROMPT1 : PROMPT2);
+	lua_pop(L, 1);
+}
+
+enum { LINE_OK, LINE_EOF, LINE_CANCEL };
+
+/* Reads one line (without its newline) into a malloc'd string. */
+static int read_line(lua_State *L, int first, char **out)
+{
+	char prompt[128];
+	get_prompt(L, first, prompt, sizeof prompt);
+	*out = NULL;
+	prompt_sigint = 0;
+	if (use_editline) {
+		char *line = readline(prompt);
+		if (prompt_sigint) {
+			free(line);
+			prompt_sigint = 0;
+			fputs("\n", stdout);
+			fflush(stdout);
+			return LINE_CANCEL;
+		}
+		if (!line) return LINE_EOF;
+		*out = line;
+		return LINE_OK;
+	} else {
+		size_t cap = 0;
+		ssize_t n;
+		char *line = NULL;
+		if (interactive_stdin) {
+			fputs(prompt, stdout);
+			fflush(stdout);
+		}
+		errno = 0;
+		n = getline(&line, &cap, stdin);
+		if (n < 0) {
+			free(line);
+			if (prompt_sigint || errno == EINTR) {
+				clearerr(stdin);
+				prompt_sigint = 0;
+				fputs("\n", stdout);
+				fflush(stdout);
+				return LINE_CANCEL;
+			}
+			return LINE_EOF;
+		}
+		if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+		if (n > 0 && line[n - 1] == '\r') line[--n] = '\0';
+		*out = line;
+		return LINE_OK;
+	}
+}
+
+/* A syntax error that only says the chunk stopped early: read more lines. */
+static int incomplete(lua_State *L, int status)
+{
+	static const char mark[] = "<eof>";
+	size_t len;
+	const char *msg;
+	if (status != LUA_ERRSYNTAX) return 0;
+	msg = lua_tolstring(L, -1, &len);
+	return msg && len >= sizeof mark - 1 && strcmp(msg + len - (sizeof mark - 1), mark) == 0;
+}
+
+/* Compiles `return <code>` when that is valid (so expressions print their values), else the
+ * code itself. Leaves the function or the error message on the stack. */
+static int compile(lua_State *L, const char *code, size_t len)
+{
+	int status;
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, "return ");
+	luaL_addlstring(&b, code, len);
+	luaL_pushresult(&b);
+	{
+		size_t rlen;
+		const char *ret = lua_tolstring(L, -1, &rlen);
+		status = luaL_loadbuffer(L, ret, rlen, "=stdin");
+	}
+	lua_remove(L, -2);
+	if (status == LUA_OK) return status;
+	lua_pop(L, 1);
+	return luaL_loadbuffer(L, code, len, "=stdin");
+}
+
+static int blank(const char *s)
+{
+	for (; *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n') return 0;
+	return 1;
+}
+
+enum { CHUNK_OK, CHUNK_ERR, CHUNK_EOF, CHUNK_SKIP };
+
+/* Reads lines until they form a chunk (or a syntax error that is not about the end). */
+static int read_chunk(lua_State *L)
+{
+	char *line, *code;
+	size_t len;
+	int r = read_line(L, 1, &line), status;
+	if (r == LINE_EOF) return CHUNK_EOF;
+	if (r == LINE_CANCEL) return CHUNK_SKIP;
+	if (blank(line)) {
+		free(line);
+		return CHUNK_SKIP;
+	}
+	lua_pushstring(L, line[0] == '=' ? line + 1 : line); /* "=expr" as in Lua 5.1 */
+	free(line);
+	for (;;) {
+		code = (char *)lua_tolstring(L, -1, &len);
+		status = compile(L, code, len);
+		if (!incomplete(L, status)) break;
+		r = read_line(L, 0, &line);
+		if (r == LINE_CANCEL) {
+			lua_pop(L, 2);
+			return CHUNK_SKIP;
+		}
+		if (r == LINE_EOF) break; /* report the syntax error */
+		lua_pop(L, 1);
+		lua_pushfstring(L, "\n%s", line);
+		free(line);
+		lua_concat(L, 2);
+	}
+	if (use_editline) history_add(lua_tostring(L, -2));
+	lua_remove(L, -2);
+	return status == LUA_OK ? CHUNK_OK : CHUNK_ERR;
+}
+
+/* Prints the values on the stack with tostring, tab separated. */
+static int print_values(lua_State *L)
+{
+	int i, n = lua_gettop(L);
+	for (i = 1; i <= n; i++) {
+		size_t len;
+		const char *s = luaL_tolstring(L, i, &len);
+		if (i > 1) fputc('\t', stdout);
+		fwrite(s, 1, len, stdout);
+		lua_pop(L, 1);
+	}
+	fputc('\n', stdout);
+	fflush(stdout);
+	return 0;
+}
+
+static void repl(lua_State *L)
+{
+	interactive_stdin = isatty(STDIN_FILENO);
+	use_editline = interactive_stdin && isatty(STDOUT_FILENO);
+	if (use_editline) {
+		rl_readline_name = "sdlua";
+		history_setup();
+	}
+	if (interactive_stdin) {
+		printf("sdlua %s (%s)  Ctrl-C interrupts, Ctrl-D exits\n", SDLUA_VERSION, LUA_RELEASE);
+		fflush(stdout);
+	}
+	idle_handler();
+	for (;;) {
+		int base = lua_gettop(L), r = read_chunk(L), status;
+		if (r == CHUNK_EOF) break;
+		if (r == CHUNK_SKIP) continue;
+		if (r == CHUNK_ERR) {
+			report(L, LUA_ERRSYNTAX);
+			continue;
+		}
+		status = docall(L, 0, LUA_MULTRET);
+		if (status == LUA_OK && lua_gettop(L) > base) {
+			int n = lua_gettop(L) - base;
+			lua_pushcfunction(L, print_values);
+			lua_insert(L, base + 1);
+			status = lua_pcall(L, n, 0, 0);
+			if (status != LUA_OK) {
+				lua_pushfstring(L, "error printing the result (%s)", lua_tostring(L, -1));
+				lua_remove(L, -2);
+			}
+		}
+		report(L, status);
+		lua_settop(L, base);
+	}
+	if (interactive_stdin) {
+		fputs("\n", stdout);
+		fflush(stdout);
+	}
+	set_handler(SIG_DFL);
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+static int pmain(lua_State *L)
+{
+	int argc = (int)lua_tointeger(L, 1);
+	char **argv = (char **)lua_touserdata(L, 2);
+	options o;
+	if (!collect_args(argc, argv, &o)) return 0;
+	luaL_checkversion(L);
+	if (o.has_E) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+	}
+	luaL_openlibs(L);
+	create_arg_table(L, argv, argc, o.script);
+	lua_gc(L, LUA_GCRESTART);
+	setup_paths(L, argv[0]);
+	if (!load_sd(L, o.threads)) return 0;
+	if (o.has_v) print_version();
+	if (!run_args(L, argv, o.script)) return 0;
+	if (o.script < argc && !run_script(L, argv, o.script)) return 0;
+	if (o.has_i || (o.script == argc && !o.has_e && !o.has_v)) repl(L);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	int status, ok;
+	lua_State *L = luaL_newstate();
+	if (!L) {
+		message("cannot create the Lua state: not enough memory");
+		return 1;
+	}
+	globalL = L;
+	lua_gc(L, LUA_GCSTOP);
+	lua_pushcfunction(L, pmain);
+	lua_pushinteger(L, argc);
+	lua_pushlightuserdata(L, argv);
+	status = lua_pcall(L, 2, 1, 0);
+	ok = lua_toboolean(L, -1);
+	report(L, status);
+	lua_close(L);
+	return status == LUA_OK && ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}

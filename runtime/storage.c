@@ -1,0 +1,169 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "sd_error.h"
+#include "storage.h"
+
+struct sd_mapping {
+	void *base;
+	size_t size;
+	long refcount;
+};
+
+/* The pool keeps freed heap blocks by exact size; a loop that allocates the same shapes every
+ * step then reuses them. It holds at most POOL_SLOTS blocks and POOL_MAX_BYTES bytes. */
+#define POOL_SLOTS 64
+#define POOL_MAX_BYTES ((size_t)512 << 20)
+static struct { void *p; size_t n; } pool[POOL_SLOTS];
+static size_t pool_bytes, live_bytes, peak_bytes;
+
+static size_t block_size(size_t nbytes)
+{
+	size_t n = nbytes ? nbytes : 1;
+	return (n + 63) & ~(size_t)63;
+}
+
+static void *block_get(size_t n)
+{
+	for (int i = 0; i < POOL_SLOTS; i++)
+		if (pool[i].p && pool[i].n == n) {
+			void *p = pool[i].p;
+			pool[i].p = NULL;
+			pool_bytes -= n;
+			return p;
+		}
+	void *p = NULL;
+	if (posix_memalign(&p, 64, n) != 0) {
+		sd_memory_trim();
+		if (posix_memalign(&p, 64, n) != 0) return NULL;
+	}
+	return p;
+}
+
+static void block_put(void *p, size_t n)
+{
+	if (n <= POOL_MAX_BYTES / 4 && pool_bytes + n <= POOL_MAX_BYTES)
+		for (int i = 0; i < POOL_SLOTS; i++)
+			if (!pool[i].p) {
+				pool[i].p = p;
+				pool[i].n = n;
+				pool_bytes += n;
+				return;
+			}
+	free(p);
+}
+
+static sd_storage *heap_storage(size_t nbytes, int zero)
+{
+	size_t n = block_size(nbytes);
+	if (n < nbytes) { sd_seterr("allocation of %zu bytes overflows", nbytes); return NULL; }
+	sd_storage *s = malloc(sizeof *s);
+	void *p = s ? block_get(n) : NULL;
+	if (!p) {
+		free(s);
+		sd_seterr("out of memory allocating %zu bytes", nbytes);
+		return NULL;
+	}
+	if (zero) memset(p, 0, n);
+	s->data = p;
+	s->nbytes = nbytes;
+	s->refcount = 1;
+	s->map = NULL;
+	live_bytes += n;
+	if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+	return s;
+}
+
+sd_storage *sd_storage_new(size_t nbytes) { return heap_storage(nbytes, 0); }
+sd_storage *sd_storage_new_zeroed(size_t nbytes) { return heap_storage(nbytes, 1); }
+
+void sd_storage_retain(sd_storage *s) { s->refcount++; }
+
+void sd_storage_release(sd_storage *s)
+{
+	if (!s || --s->refcount > 0) return;
+	if (s->map) {
+		sd_mapping_release(s->map);
+	} else {
+		size_t n = block_size(s->nbytes);
+		live_bytes -= n;
+		block_put(s->data, n);
+	}
+	free(s);
+}
+
+sd_mapping *sd_mapping_open(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) { sd_seterr("cannot open %s: %s", path, strerror(errno)); return NULL; }
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		sd_seterr("%s is not a regular file", path);
+		return NULL;
+	}
+	sd_mapping *m = calloc(1, sizeof *m);
+	if (!m) { close(fd); sd_seterr("out of memory"); return NULL; }
+	m->size = (size_t)st.st_size;
+	m->refcount = 1;
+	if (m->size > 0) {
+		m->base = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		if (m->base == MAP_FAILED) {
+			close(fd);
+			free(m);
+			sd_seterr("cannot map %s: %s", path, strerror(errno));
+			return NULL;
+		}
+	}
+	close(fd);
+	return m;
+}
+
+const void *sd_mapping_data(const sd_mapping *m) { return m->base; }
+size_t sd_mapping_size(const sd_mapping *m) { return m->size; }
+void sd_mapping_retain(sd_mapping *m) { m->refcount++; }
+
+void sd_mapping_release(sd_mapping *m)
+{
+	if (!m || --m->refcount > 0) return;
+	if (m->size) munmap(m->base, m->size);
+	free(m);
+}
+
+sd_storage *sd_storage_from_mapping(sd_mapping *m, size_t offset, size_t nbytes)
+{
+	if (offset > m->size || nbytes > m->size - offset) {
+		sd_seterr("byte range [%zu, %zu) lies outside the mapped file of %zu bytes", offset,
+		          offset + nbytes, m->size);
+		return NULL;
+	}
+	sd_storage *s = malloc(sizeof *s);
+	if (!s) { sd_seterr("out of memory"); return NULL; }
+	s->data = (char *)m->base + offset;
+	s->nbytes = nbytes;
+	s->refcount = 1;
+	s->map = m;
+	sd_mapping_retain(m);
+	return s;
+}
+
+sd_memory_stats sd_memory(void)
+{
+	return (sd_memory_stats){live_bytes, peak_bytes, pool_bytes};
+}
+
+void sd_memory_reset_peak(void) { peak_bytes = live_bytes; }
+
+void sd_memory_trim(void)
+{
+	for (int i = 0; i < POOL_SLOTS; i++)
+		if (pool[i].p) {
+			free(pool[i].p);
+			pool[i].p = NULL;
+		}
+	pool_bytes = 0;
+}

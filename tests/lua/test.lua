@@ -1,0 +1,91 @@
+-- The test harness: every test file under tests/lua/ is a chunk that requires this module and
+-- declares cases. Output lines: "ok - name", "not ok - name: why", "skip - name: why".
+local test = {passed = 0, failed = 0, skipped = 0}
+
+local function report(status, name, why)
+  io.write(status, " - ", name, why and (": " .. why) or "", "\n")
+  io.stdout:flush()
+end
+
+-- Runs fn(); an error (or a failed check) fails the case. Returns true when it passed.
+function test.case(name, fn)
+  local ok, err = xpcall(fn, debug.traceback)
+  if ok then
+    test.passed = test.passed + 1
+    report("ok", name)
+  else
+    test.failed = test.failed + 1
+    report("not ok", name, tostring(err))
+  end
+  return ok
+end
+
+function test.skip(name, why)
+  test.skipped = test.skipped + 1
+  report("skip", name, why)
+end
+
+-- The reference folder (SDLUA_REFERENCE, default ../shared/reference from the repository root)
+-- or nil. With SDLUA_REQUIRE_REFERENCE=1 (CI) a missing folder is an error instead.
+function test.reference(rel)
+  local root = os.getenv("SDLUA_REFERENCE") or "../shared/reference"
+  local path = rel and (root .. "/" .. rel) or root
+  local f = io.open(rel and path or (root .. "/README.md"), "rb")
+  if f then f:close(); return path end
+  if os.getenv("SDLUA_REQUIRE_REFERENCE") == "1" then
+    error("reference file missing: " .. path .. " (SDLUA_REFERENCE)", 2)
+  end
+  return nil
+end
+
+-- A case that needs reference files: skipped by name when they are absent.
+function test.golden(name, rel, fn)
+  local root = os.getenv("SDLUA_REFERENCE") or "../shared/reference"
+  local f = io.open(root .. "/" .. rel, "rb")
+  if not f then
+    if os.getenv("SDLUA_REQUIRE_REFERENCE") == "1" then
+      return test.case(name, function() error("reference file missing: " .. root .. "/" .. rel) end)
+    end
+    return test.skip(name, "no reference at " .. root .. "/" .. rel)
+  end
+  f:close()
+  return test.case(name, function() return fn(root .. "/" .. rel) end)
+end
+
+function test.eq(got, want, what)
+  if got ~= want then
+    error(string.format("%s: expected %s, got %s", what or "value", tostring(want), tostring(got)), 2)
+  end
+end
+
+function test.truthy(v, what)
+  if not v then error((what or "condition") .. " is false", 2) end
+end
+
+-- |got - want| <= tol for numbers.
+function test.near(got, want, tol, what)
+  if not (math.abs(got - want) <= tol) then
+    error(string.format("%s: expected %.9g +- %g, got %.9g", what or "value", want, tol, got), 2)
+  end
+end
+
+-- fn() must raise an error whose message contains `pattern` (plain text). Returns the message.
+function test.raises(fn, pattern, what)
+  local ok, err = pcall(fn)
+  if ok then error((what or "call") .. " did not raise an error", 2) end
+  err = tostring(err)
+  if pattern and not err:find(pattern, 1, true) then
+    error(string.format("%s: error %q does not mention %q", what or "call", err, pattern), 2)
+  end
+  return err
+end
+
+-- Prints a measured error against its tolerance and fails past it (golden tests).
+function test.within(err, tol, what)
+  io.write(string.format("  %-48s max abs err %.3g  (tol %.3g)\n", what, err, tol))
+  if not (err <= tol) then
+    error(string.format("%s: max abs err %.6g exceeds tolerance %.6g", what, err, tol), 2)
+  end
+end
+
+return test
