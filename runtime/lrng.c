@@ -14,14 +14,14 @@ static sd_rng *checkgen(lua_State *L, int idx) { return luaL_checkudata(L, idx, 
 
 /* Any Lua integer (or float with an integral value) is a seed; as in torch, a negative one
  * stands for its two's complement and only the low 32 bits seed the engine. */
-static uint64_t checkseed(lua_State *L, int idx)
+static uint64_t checkseed(lua_State *L, int idx, const char *op)
 {
 	int ok = 0;
 	lua_Integer v = lua_tointegerx(L, idx, &ok);
 	if (!ok || lua_type(L, idx) != LUA_TNUMBER) {
 		if (lua_type(L, idx) == LUA_TNUMBER)
-			luaL_argerror(L, idx, lua_pushfstring(L, "seed must be an integer, got %f", lua_tonumber(L, idx)));
-		luaL_typeerror(L, idx, "integer seed");
+			luaL_error(L, "%s: seed must be an integer, got %s", op, luaL_tolstring(L, idx, NULL));
+		luaL_error(L, "%s: seed must be an integer, got %s", op, luaL_typename(L, idx));
 	}
 	return (uint64_t)v;
 }
@@ -36,7 +36,7 @@ static sd_rng *newgen(lua_State *L)
 /* sd.rng.torch([seed]) */
 static int l_torch(lua_State *L)
 {
-	uint64_t seed = lua_isnoneornil(L, 1) ? SD_RNG_DEFAULT_SEED : checkseed(L, 1);
+	uint64_t seed = lua_isnoneornil(L, 1) ? SD_RNG_DEFAULT_SEED : checkseed(L, 1, "sd.rng.torch");
 	sd_rng *g = newgen(L);
 	sd_rng_seed(g, seed);
 	return 1;
@@ -95,10 +95,10 @@ static int t_fill(lua_State *L, fill_fn fill, const char *op)
 		g = default_gen(L);
 	} else {
 		g = luaL_testudata(L, gi, SDL_RNG);
-		if (!g) luaL_argerror(L, gi, lua_pushfstring(L, "generator expected (sd.rng.torch(seed)), got %s", luaL_typename(L, gi)));
+		if (!g) luaL_error(L, "%s: generator expected (sd.rng.torch(seed)) as argument #%d, got %s", op, gi, luaL_typename(L, gi));
 	}
 	if (!lua_istable(L, 1)) lua_settop(L, gi - 1); /* leave only the sizes */
-	if (lua_gettop(L) == 0) luaL_argerror(L, 1, "shape expected (a table of sizes)");
+	if (lua_gettop(L) == 0) luaL_error(L, "%s: shape expected (a table of sizes)", op);
 	return fill_new(L, g, 1, fill, op);
 }
 static int t_randn(lua_State *L) { return t_fill(L, sd_rng_randn_f32, "randn"); }
@@ -108,7 +108,7 @@ static int t_rand(lua_State *L) { return t_fill(L, sd_rng_rand_f32, "rand"); }
 static int g_manual_seed(lua_State *L)
 {
 	sd_rng *g = checkgen(L, 1);
-	sd_rng_seed(g, checkseed(L, 2));
+	sd_rng_seed(g, checkseed(L, 2, "manual_seed"));
 	lua_settop(L, 1);
 	return 1;
 }

@@ -437,6 +437,224 @@ static int run_script(lua_State *L, char **argv, int script)
 static int use_editline;   /* stdin and stdout are terminals */
 static char history_file[PATH_MAX];
 
+/* ---- Tab completion of Lua names -----------------------------------------------------------
+ * "sd.tensor.ze<Tab>" completes through globals, table fields and the __index tables of
+ * metatables (so "x:res<Tab>" finds tensor methods). Only raw accesses: completing never runs
+ * Lua code (sd's lazy loader, __index functions). Inside a string literal, file names. */
+#define COMPLETE_DEPTH 6
+
+static const char *const lua_keywords[] = {
+	"and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in",
+	"local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while", NULL};
+
+/* Replaces the value on top with the __index table of its metatable; 0 (and pops) if none.
+ * An __index function stands for the first table among its upvalues (the tensor methods held
+ * by the C __index closure, the lazy-module list of sd), _ENV excepted. */
+static int index_table(lua_State *L)
+{
+	if (!lua_getmetatable(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pushliteral(L, "__index");
+	lua_rawget(L, -2);
+	lua_remove(L, -2);
+	lua_remove(L, -2);
+	if (lua_type(L, -1) == LUA_TFUNCTION) {
+		int i;
+		for (i = 1; i <= 8; i++) {
+			const char *name = lua_getupvalue(L, -1, i);
+			if (!name) break;
+			if (lua_type(L, -1) == LUA_TTABLE && strcmp(name, "_ENV") != 0) {
+				lua_remove(L, -2);
+				return 1;
+			}
+			lua_pop(L, 1);
+		}
+	}
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/* Replaces the value on top with its field key (raw, following __index tables); 0 if absent. */
+static int lookup_field(lua_State *L, const char *key, size_t klen)
+{
+	int depth;
+	for (depth = 0; depth < COMPLETE_DEPTH; depth++) {
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			lua_pushlstring(L, key, klen);
+			lua_rawget(L, -2);
+			if (!lua_isnil(L, -1)) {
+				lua_remove(L, -2);
+				return 1;
+			}
+			lua_pop(L, 1);
+		}
+		if (!index_table(L)) return 0;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+static int is_identifier(const char *s, size_t len)
+{
+	size_t i;
+	if (len == 0 || (s[0] >= '0' && s[0] <= '9')) return 0;
+	for (i = 0; i < len; i++) {
+		char c = s[i];
+		if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			return 0;
+	}
+	return 1;
+}
+
+/* Run protected: word -> a sequence of completed words. */
+static int complete_collect(lua_State *L)
+{
+	size_t wlen, plen;
+	const char *word = luaL_checklstring(L, 1, &wlen), *prefix = word, *p, *seg;
+	int results, seen, n = 0, depth;
+	for (p = word; *p; p++)
+		if (*p == '.' || *p == ':') prefix = p + 1;
+	plen = strlen(prefix);
+	lua_newtable(L);
+	results = lua_gettop(L);
+	lua_newtable(L);
+	seen = lua_gettop(L);
+	lua_pushglobaltable(L);
+	for (seg = word; seg < prefix;) {
+		const char *end = seg;
+		while (*end != '.' && *end != ':') end++;
+		if (!lookup_field(L, seg, (size_t)(end - seg))) {
+			lua_settop(L, results);
+			return 1;
+		}
+		seg = end + 1;
+	}
+	for (depth = 0; depth < COMPLETE_DEPTH; depth++) {
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			lua_pushnil(L);
+			while (lua_next(L, -2)) {
+				size_t klen;
+				const char *k;
+				lua_pop(L, 1);
+				if (lua_type(L, -1) != LUA_TSTRING) continue;
+				k = lua_tolstring(L, -1, &klen);
+				if (klen < plen || memcmp(k, prefix, plen) != 0 || !is_identifier(k, klen)) continue;
+				lua_pushvalue(L, -1);
+				if (lua_rawget(L, seen) != LUA_TNIL) {
+					lua_pop(L, 1);
+					continue;
+				}
+				lua_pop(L, 1);
+				lua_pushvalue(L, -1);
+				lua_pushboolean(L, 1);
+				lua_rawset(L, seen);
+				lua_pushlstring(L, word, (size_t)(prefix - word));
+				lua_pushvalue(L, -2);
+				lua_concat(L, 2);
+				lua_rawseti(L, results, ++n);
+			}
+		}
+		if (!index_table(L)) break;
+	}
+	if (prefix == word) {
+		const char *const *kw;
+		for (kw = lua_keywords; *kw; kw++)
+			if (strncmp(*kw, prefix, plen) == 0) {
+				lua_pushstring(L, *kw);
+				lua_rawseti(L, results, ++n);
+			}
+	}
+	lua_settop(L, results);
+	return 1;
+}
+
+static char **completions;
+static size_t ncompletions;
+
+static void completions_free(void)
+{
+	size_t i;
+	for (i = 0; i < ncompletions; i++) free(completions[i]);
+	free(completions);
+	completions = NULL;
+	ncompletions = 0;
+}
+
+static char *completion_next(const char *text, int state)
+{
+	static size_t next;
+	(void)text;
+	if (state == 0) next = 0;
+	if (next < ncompletions) {
+		char *c = completions[next];
+		completions[next++] = NULL; /* readline frees it */
+		return c;
+	}
+	return NULL;
+}
+
+/* Is position `start` of the line inside a string literal? */
+static int in_string(const char *line, int start)
+{
+	char quote = 0;
+	int i;
+	for (i = 0; i < start && line[i]; i++) {
+		char c = line[i];
+		if (quote) {
+			if (c == '\\' && i + 1 < start) i++;
+			else if (c == quote) quote = 0;
+		} else if (c == '"' || c == '\'') {
+			quote = c;
+		}
+	}
+	return quote != 0;
+}
+
+/* Word breaks: Lua's operators and brackets, or only blanks and quotes inside a string so that
+ * a whole path is completed as a file name. */
+static char *word_breaks(void)
+{
+	static char lua_breaks[] = " \t\n\"'`<>=;|&{}()[],+-*/%^#~";
+	static char string_breaks[] = " \t\n\"'";
+	return rl_line_buffer && in_string(rl_line_buffer, rl_point) ? string_breaks : lua_breaks;
+}
+
+static char **complete(const char *text, int start, int end)
+{
+	lua_State *L = globalL;
+	int top = lua_gettop(L);
+	(void)end;
+	completions_free();
+	if (rl_line_buffer && in_string(rl_line_buffer, start)) {
+		rl_attempted_completion_over = 0; /* file names */
+		rl_completion_append_character = '\0';
+		return NULL;
+	}
+	rl_attempted_completion_over = 1;
+	rl_completion_append_character = '\0';
+	lua_pushcfunction(L, complete_collect);
+	lua_pushstring(L, text);
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE) {
+		size_t i, n = (size_t)lua_rawlen(L, -1);
+		completions = n ? calloc(n, sizeof *completions) : NULL;
+		for (i = 0; completions && i < n; i++) {
+			lua_rawgeti(L, -1, (lua_Integer)i + 1);
+			completions[i] = strdup(lua_tostring(L, -1));
+			lua_pop(L, 1);
+			if (!completions[i]) break;
+			ncompletions = i + 1;
+		}
+	}
+	lua_settop(L, top);
+	if (ncompletions == 0) return NULL;
+	return rl_completion_matches(text, completion_next);
+}
+
 static void history_setup(void)
 {
 	const char *env = getenv("SDLUA_HISTORY"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
@@ -619,6 +837,9 @@ static void repl(lua_State *L)
 	use_editline = interactive_stdin && isatty(STDOUT_FILENO);
 	if (use_editline) {
 		rl_readline_name = "sdlua";
+		rl_basic_word_break_characters = word_breaks();
+		rl_completion_word_break_hook = word_breaks;
+		rl_attempted_completion_function = complete;
 		history_setup();
 	}
 	if (interactive_stdin) {

@@ -214,6 +214,11 @@ local function resnet(list, module, cin, cout, temb)
   if cin ~= cout then e("conv_shortcut.weight", {cout, cin, 1, 1}); e("conv_shortcut.bias", {cout}) end
 end
 
+local function plain_norm(list, module, c)
+  local e = emitter(list, module, "norm")
+  e("weight", {c}); e("bias", {c})
+end
+
 local function conv(list, module, cin, cout, k, kind)
   local e = emitter(list, module, kind or "conv")
   e("weight", {cout, cin, k, k}); e("bias", {cout})
@@ -318,12 +323,7 @@ function arch.unet_params(cfg)
     prev = cout
   end
 
-  norm(emitter(list, "conv_norm_out", "norm"), "", ch[1])
-  -- norm() above emitted ".weight"/".bias" with an empty leaf prefix: fix the two names
-  for k = #list - 1, #list do
-    local p = list[k]
-    p.leaf = p.leaf:sub(2); p.name = p.module .. "." .. p.leaf
-  end
+  plain_norm(list, "conv_norm_out", ch[1])
   conv(list, "conv_out", ch[1], cfg.out_channels, k_out)
   return list
 end
@@ -334,11 +334,6 @@ local function vae_attention(list, module, c)
   for _, p in ipairs{"to_q", "to_k", "to_v", "to_out.0"} do
     e(p .. ".weight", {c, c}); e(p .. ".bias", {c})
   end
-end
-
-local function plain_norm(list, module, c)
-  local e = emitter(list, module, "norm")
-  e("weight", {c}); e("bias", {c})
 end
 
 function arch.vae_params(cfg)

@@ -27,7 +27,7 @@ end
 local lazy = {
   tokenizer = "sd.tokenizer",
   image = "sd.image",
-  load = function() return require("sd.loader").load end,
+  load = function() return require("sd.pipeline").load end,
   scheduler = function() return require("sd.schedulers").new end,
   schedulers = "sd.schedulers",
   nn = "sd.nn",

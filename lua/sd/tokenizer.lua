@@ -58,6 +58,7 @@ local function unicode()
   U.number = parse_ranges(d.number)
   U.mark = parse_ranges(d.mark)
   U.space = parse_ranges(d.space)
+  U.decimal = parse_ranges(d.decimal)
   U.case_ignorable = parse_ranges(d.case_ignorable)
   U.cased = parse_ranges(d.cased)
   U.nfc_unsafe = parse_ranges(d.nfc_unsafe)
@@ -899,6 +900,22 @@ end
 -- AUTOMATIC1111 emphasis: (a) x1.1, [a] /1.1, (a:w), \( \) \[ \] \\ escapes, BREAK
 ---------------------------------------------------------------------------------------------
 
+-- value of a decimal digit (Python's \d), or nil
+local function decimal_value(cp)
+  if cp >= 48 and cp <= 57 then return cp - 48 end
+  if cp < 0x660 then return nil end
+  local r = unicode().decimal
+  local lo, hi = r.lo, r.hi
+  local a, b = 1, r.n
+  while a <= b do
+    local m = (a + b) // 2
+    if cp < lo[m] then b = m - 1
+    elseif cp > hi[m] then a = m + 1
+    else return (cp - lo[m]) % 10 end
+  end
+  return nil
+end
+
 -- Python's float() on an ASCII-digit string matched by [+-]?[.\d]+; nil when invalid.
 local function py_float(s)
   if s:match("^[+-]?%d+%.?%d*$") or s:match("^[+-]?%.%d+$") then return tonumber(s) end
@@ -960,14 +977,15 @@ function Tokenizer.parse_emphasis(text)
       local ns = j
       if cps[j] == 43 or cps[j] == 45 then j = j + 1 end
       local ds = j
-      local digits = {}
-      while j <= n and (cps[j] == 46 or cp_class(cps[j]) == C_NUMBER and unicode() and
-            (utf8char(cps[j]):match("^%d$") or false)) do
-        digits[#digits + 1] = cps[j]; j = j + 1
-      end
+      while j <= n and (cps[j] == 46 or decimal_value(cps[j])) do j = j + 1 end
       local matched = false
       if j > ds then
-        local numtext = encode_utf8(cps, ns, j - 1)
+        local digits = {}
+        for q = ns, j - 1 do
+          local c2 = cps[q]
+          digits[#digits + 1] = (c2 == 43 or c2 == 45 or c2 == 46) and char(c2) or tostring(decimal_value(c2))
+        end
+        local numtext = concat(digits)
         while j <= n and is_space(cps[j]) do j = j + 1 end
         if cps[j] == 41 then
           matched = true
@@ -1062,7 +1080,7 @@ end
 Tokenizer.sanitize_utf8 = sanitize_utf8
 
 -- simple_tokenizer.decode: concatenated token bytes, UTF-8 with replacement, "</w>" -> " ".
--- opts.skip_special = true drops BOS, EOS and padding ids.
+-- opts.skip_special = true drops BOS ids and stops at the first EOS (the rest is padding).
 function Tokenizer:decode(ids, opts)
   local skip = opts and opts.skip_special
   local parts = {}
@@ -1070,10 +1088,8 @@ function Tokenizer:decode(ids, opts)
     local id = ids[k]
     local s = self.decoder[id]
     if s == nil then error("tokenizer: decode: id " .. tostring(id) .. " is not in the vocabulary", 2) end
-    if skip and (id == self.bos or id == self.eos or (id == self.pad and k > 1 and ids[k - 1] == self.pad or id == self.pad and k > 1 and ids[k - 1] == self.eos)) then
-      s = ""
-    end
-    parts[#parts + 1] = s
+    if skip and id == self.eos then break end -- what follows the first EOS is padding
+    if not (skip and id == self.bos) then parts[#parts + 1] = s end
   end
   local text = sanitize_utf8(concat(parts))
   return (text:gsub("</w>", " "))

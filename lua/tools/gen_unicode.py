@@ -63,22 +63,20 @@ def fmt_valued_ranges(pairs):
     return ",".join(("%x" % a if a == b else "%x-%x" % (a, b)) + ":" + str(v) for a, b, v in runs)
 
 
-def lua_long_string(name, s, width=100):
-    """A Lua assignment `name = "..." .. "..."` split into lines of about `width` characters."""
-    parts = []
+def lua_long_string(name, s, width=100, sep=","):
+    """A Lua field `name = [[...]]` (a long string) split into lines of about `width` characters
+    after a separator; the Lua parsers ignore the line breaks."""
+    lines = []
     while s:
         cut = min(len(s), width)
-        # cut after a separator so that every line stays readable
         if cut < len(s):
-            sep = max(s.rfind(",", 0, cut), s.rfind(" ", 0, cut))
-            if sep > 0:
-                cut = sep + 1
-        parts.append(s[:cut])
+            at = s.rfind(sep, 0, cut)
+            if at > 0:
+                cut = at + 1
+        lines.append(s[:cut])
         s = s[cut:]
-    if not parts:
-        parts = [""]
-    body = " ..\n    ".join('"%s"' % p for p in parts)
-    return "  %s =\n    %s,\n" % (name, body)
+    assert "]]" not in "".join(lines)
+    return "  %s = [[\n%s]],\n" % (name, "\n".join(lines))
 
 
 def lower_table():
@@ -191,6 +189,9 @@ def gen_unicode(path):
     N = ranges(lambda cp, ch: cat(ch)[0] == "N")
     M = ranges(lambda cp, ch: cat(ch)[0] == "M")
     S = ranges(lambda cp, ch: ch.isspace())
+    D = ranges(lambda cp, ch: cat(ch) == "Nd")
+    for a, b in D:  # decimal digits come in runs of ten, 0..9 (the weight parser relies on it)
+        assert all(unicodedata.decimal(chr(cp)) == (cp - a) % 10 for cp in range(a, b + 1))
     lower_runs, lower_special = lower_table()
     ignorable, cased = sigma_context()
     dec, excl, ccc, unsafe = nfc_tables()
@@ -202,6 +203,8 @@ def gen_unicode(path):
            lua_long_string("letter", fmt_ranges(L)),
            lua_long_string("number", fmt_ranges(N)),
            lua_long_string("mark", fmt_ranges(M)),
+           "  -- Nd (decimal digits, in runs of ten from 0 to 9): Python's re \\d and float()\n",
+           lua_long_string("decimal", fmt_ranges(D)),
            "  -- str.isspace() (also what Python's re \\s matches in str patterns)\n",
            lua_long_string("space", fmt_ranges(S)),
            "  -- matched by no alternative of CLIP's pattern under regex.IGNORECASE (dropped)\n",
@@ -240,8 +243,8 @@ def gen_entities(path):
            "-- invalid_charrefs: numeric references replaced by another character (n:value).\n",
            "-- invalid_codepoints: numeric references that produce nothing.\n",
            "return {\n",
-           lua_long_string("named", named),
-           lua_long_string("legacy", " ".join(legacy)),
+           lua_long_string("named", named, sep=" "),
+           lua_long_string("legacy", " ".join(legacy), sep=" "),
            lua_long_string("invalid_charrefs", inv),
            lua_long_string("invalid_codepoints", invcp),
            "}\n"]

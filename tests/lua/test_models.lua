@@ -1,0 +1,238 @@
+-- Models: CLIP text encoder, U-Net and VAE against the component goldens of the reference folder
+-- (tiny-sd1 / tiny-sd2 weights), plus layer-level checks that need no reference.
+local test = require "test"
+local sd = require "sd"
+local T = sd.tensor
+local nn = require "sd.nn"
+local cjson = require "cjson"
+
+local function maxerr(a, b)
+  test.eq(table.concat(a.shape, ","), table.concat(b.shape, ","), "shape")
+  local d = (a - b):abs()
+  local m = d:max():item()
+  d:release()
+  return m
+end
+
+local function read_json(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return cjson.decode(s)
+end
+
+local function tol_of(meta)
+  return assert(tonumber(meta.suggested_abs_tolerance), "golden has no suggested_abs_tolerance")
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- layer-level checks (no reference files needed)
+
+test.case("nn: timestep embedding matches the closed form", function()
+  local e = nn.timestep_embedding({0, 10, 999}, 8, true, 0)
+  test.eq(table.concat(e.shape, ","), "3,8", "shape")
+  local t = e:totable()
+  -- flip_sin_to_cos: [cos | sin]; t = 0 -> cos = 1, sin = 0
+  for i = 1, 4 do test.near(t[1][i], 1, 0, "cos(0)"); test.near(t[1][4 + i], 0, 0, "sin(0)") end
+  for i = 0, 3 do
+    local f = math.exp(-math.log(10000) * i / 4)
+    test.near(t[2][i + 1], math.cos(10 * f), 1e-6, "cos(10 f)")
+    test.near(t[2][5 + i], math.sin(10 * f), 1e-6, "sin(10 f)")
+  end
+  local e2 = nn.timestep_embedding({10}, 8, false, 1):totable()
+  local f1 = math.exp(-math.log(10000) * 1 / 3)
+  test.near(e2[1][2], math.sin(10 * f1), 1e-6, "freq_shift=1, sin first")
+end)
+
+test.case("nn: weight store reports every missing and mis-shaped weight", function()
+  local ws = nn.store({["a.weight"] = T.zeros{4, 3}, ["b.weight"] = T.zeros{2, 2}, extra = T.zeros{1}}, "m")
+  nn.Linear.new(ws, "a", 3, 4, false)
+  nn.Linear.new(ws, "b", 3, 2)
+  nn.Linear.new(ws, "c", 1, 1)
+  local err = test.raises(function() ws:finish() end, "missing weight")
+  test.truthy(err:find("b.bias", 1, true) and err:find("c.weight", 1, true) and err:find("c.bias", 1, true),
+    "all missing names listed: " .. err)
+  test.truthy(err:find("b.weight: expected (2,3), got (2,2)", 1, true), "shape error listed: " .. err)
+  local ws2 = nn.store({["a.weight"] = T.zeros{4, 3}, extra = T.zeros{1}}, "m")
+  nn.Linear.new(ws2, "a", 3, 4, false)
+  local unused = ws2:finish()
+  test.eq(#unused, 1, "unused count")
+  test.eq(unused[1], "extra", "unused name")
+end)
+
+test.case("nn: asymmetric pad and downsample shapes", function()
+  local x = T.ones{1, 2, 4, 4}
+  local p = nn.pad_right_bottom(x)
+  test.eq(table.concat(p.shape, ","), "1,2,5,5", "padded shape")
+  test.eq(p:sum():item(), 32, "padding adds zeros only")
+  local t = p:totable()
+  test.eq(t[1][1][5][5], 0, "bottom-right is zero")
+  test.eq(t[1][1][1][1], 1, "top-left is data")
+end)
+
+test.case("nn: Attention equals a naive softmax(q k^T / sqrt(d)) v", function()
+  local g = sd.rng.torch(3)
+  local C, heads = 8, 2
+  local w = {["to_q.weight"] = T.randn({C, C}, g), ["to_k.weight"] = T.randn({C, 6}, g),
+    ["to_v.weight"] = T.randn({C, 6}, g), ["to_out.0.weight"] = T.randn({C, C}, g),
+    ["to_out.0.bias"] = T.randn({C}, g)}
+  local ws = nn.store(w, "attn")
+  local attn = nn.Attention.new(ws, "", {query_dim = C, context_dim = 6, heads = heads})
+  test.eq(#ws:finish(), 0, "all weights used")
+  local x, ctx = T.randn({2, 5, C}, g), T.randn({2, 7, 6}, g)
+  local got = attn:forward(x, ctx)
+  local q, k, v = x:matmul(w["to_q.weight"]:transpose(1, 2)), ctx:matmul(w["to_k.weight"]:transpose(1, 2)),
+    ctx:matmul(w["to_v.weight"]:transpose(1, 2))
+  local outs = {}
+  for h = 1, heads do
+    local qh, kh, vh = q:narrow(3, (h - 1) * 4 + 1, 4), k:narrow(3, (h - 1) * 4 + 1, 4), v:narrow(3, (h - 1) * 4 + 1, 4)
+    local s = qh:matmul(kh:transpose(2, 3)) / 2
+    outs[h] = s:softmax(-1):matmul(vh)
+  end
+  local want = T.cat(outs, 3):matmul(w["to_out.0.weight"]:transpose(1, 2)) + w["to_out.0.bias"]
+  test.within(maxerr(got, want), 1e-5, "attention vs naive")
+end)
+
+-- ---------------------------------------------------------------------------------------------
+-- text encoder
+
+for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
+  test.golden(model .. ": text encoder vs golden", "goldens/" .. model .. "/text_encoder.safetensors", function(path)
+    local CLIP = require "sd.models.clip"
+    local root = test.reference()
+    local weights = sd.safetensors.load(root .. "/" .. model .. "/text_encoder/model.safetensors")
+    local config = read_json(root .. "/" .. model .. "/text_encoder/config.json")
+    local te = CLIP.new(config, weights)
+    test.eq(#te.unused_weights, 0, "unused weights")
+    local g, meta = sd.safetensors.load(path)
+    local tol = tol_of(meta)
+    local out, hs = te:forward(g.input_ids, {hidden_states = true})
+    test.within(maxerr(out, g.last_hidden_state), tol, "last_hidden_state")
+    for k = 0, #te.layers do
+      test.within(maxerr(hs[k], g["hidden_states." .. k]), tol, "hidden_states." .. k)
+    end
+    local skip = te:forward(g.input_ids, {clip_skip = 2})
+    test.within(maxerr(skip, g.clip_skip1), tol, "clip_skip1 (clip_skip=2 in webui terms)")
+    -- plain forward equals the hidden-states forward
+    test.within(maxerr(te:forward(g.input_ids), g.last_hidden_state), tol, "last_hidden_state (plain forward)")
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- U-Net
+
+for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
+  test.golden(model .. ": unet vs golden (out, intermediates, scalar and float t)",
+    "goldens/" .. model .. "/unet.safetensors", function(path)
+    local UNet = require "sd.models.unet"
+    local root = test.reference()
+    local weights = sd.safetensors.load(root .. "/" .. model .. "/unet/diffusion_pytorch_model.safetensors")
+    local config = read_json(root .. "/" .. model .. "/unet/config.json")
+    local unet = UNet.new(config, weights)
+    test.eq(#unet.unused_weights, 0, "unused weights")
+    local g, meta = sd.safetensors.load(path)
+    local tol = tol_of(meta)
+    local rec = {}
+    local out = unet:forward(g.sample, g.timesteps, g.encoder_hidden_states, {record = rec})
+    local names = {}
+    for k in pairs(g) do if k:match("^inter%.") then names[#names + 1] = k end end
+    table.sort(names)
+    local worst
+    for _, k in ipairs(names) do
+      local got = rec[k:sub(7)]
+      test.truthy(got, "recorded " .. k)
+      local e = maxerr(got, g[k])
+      io.write(string.format("  %-48s max abs err %.3g  (tol %.3g)\n", k, e, tol))
+      if e > tol and not worst then worst = k end
+    end
+    test.within(maxerr(out, g.out), tol, "out (timesteps [999, 10])")
+    test.truthy(not worst, "first intermediate past tolerance: " .. tostring(worst))
+    local out_s = unet:forward(g.sample, g.scalar_t:item(), g.encoder_hidden_states)
+    test.within(maxerr(out_s, g.out_scalar_t), tol, "out_scalar_t (t = 500, a number)")
+    local out_f = unet:forward(g.sample, g.float_t, g.encoder_hidden_states)
+    test.within(maxerr(out_f, g.out_float_t), tol, "out_float_t (t = 637.25, a tensor)")
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- VAE
+
+local function load_vae(model)
+  local VAE = require "sd.models.vae"
+  local root = test.reference()
+  local weights = sd.safetensors.load(root .. "/" .. model .. "/vae/diffusion_pytorch_model.safetensors")
+  local config = read_json(root .. "/" .. model .. "/vae/config.json")
+  return VAE.new(config, weights)
+end
+
+for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
+  test.golden(model .. ": vae decode/encode vs golden", "goldens/" .. model .. "/vae.safetensors", function(path)
+    local vae = load_vae(model)
+    test.eq(#vae.unused_weights, 0, "unused weights")
+    test.near(vae.scaling_factor, 0.18215, 0, "scaling_factor")
+    local g, meta = sd.safetensors.load(path)
+    local tol = tol_of(meta)
+    local bad = {}
+    local function check(got, name)
+      local e = maxerr(got, g[name])
+      io.write(string.format("  %-48s max abs err %.3g  (tol %.3g)\n", name, e, tol))
+      if e > tol then bad[#bad + 1] = name end
+    end
+    -- decode_small with intermediates
+    local rec = {}
+    local out = vae:decode(g["decode_small.z"], {record = rec})
+    for k in pairs(g) do
+      local n = k:match("^decode_small%.inter%.(.*)$")
+      if n then test.truthy(rec[n], "recorded " .. k); check(rec[n], k) end
+    end
+    check(out, "decode_small.out")
+    -- decode 16x16 -> 128x128
+    check(vae:decode(g["decode.z"], {tile = false}), "decode.out")
+    -- encode with intermediates, distribution and sample
+    rec = {}
+    local mean, logvar, dist = vae:encode(g["encode.x"], {record = rec})
+    for k in pairs(g) do
+      local n = k:match("^encode%.inter%.(.*)$")
+      if n then test.truthy(rec[n], "recorded " .. k); check(rec[n], k) end
+    end
+    check(dist.moments, "encode.moments")
+    check(mean, "encode.mean")
+    check(logvar, "encode.logvar")
+    check(dist.std, "encode.std")
+    -- diffusers draws the noise from torch.Generator().manual_seed(2001)
+    local noise = T.randn(mean.shape, sd.rng.torch(2001))
+    check(noise, "encode.sample_noise")
+    check(dist:sample(sd.rng.torch(2001)), "encode.sample")
+    test.truthy(#bad == 0, "past tolerance: " .. table.concat(bad, ", "))
+  end)
+end
+
+test.golden("tiny-sd1: vae tiled decode/encode vs untiled", "goldens/tiny-sd1/vae.safetensors", function(path)
+  local vae = load_vae("tiny-sd1")
+  local g = sd.safetensors.load(path)
+  local z = g["decode.z"]                                  -- (1,4,16,16) -> (1,3,128,128)
+  local full = vae:decode(z, {tile = false})
+  -- 3x3 tiles of 8x8 latents overlapping by 4 (the tiny model's receptive field is the whole
+  -- 16x16 latent, and GroupNorm statistics are per tile, so tiles cannot match exactly)
+  local tiled = vae:decode(z, {tile = true, tile_size = 8, tile_overlap = 4})
+  test.eq(table.concat(tiled.shape, ","), "1,3,128,128", "tiled shape")
+  local e = maxerr(tiled, full)
+  local mean_e = (tiled - full):abs():mean():item()
+  io.write(string.format("  tiled decode (8x8 latent tiles, overlap 4) vs untiled: max %.3g, mean %.3g; |out| max %.3g\n",
+    e, mean_e, full:abs():max():item()))
+  test.truthy(e == e and mean_e < 0.5, "tiled decode is close to untiled")
+  -- one tile covering everything is exactly the untiled decode
+  local one = vae:decode(z, {tile = true, tile_size = 16})
+  test.within(maxerr(one, full), 0, "single-tile decode == untiled")
+  -- tiled encode of the decoded 128x128 image
+  local img = full:clamp(-1, 1)
+  local m_full = vae:encode(img, {tile = false})
+  local m_tiled = vae:encode(img, {tile = true, tile_size = 8, tile_overlap = 4})
+  local ee = maxerr(m_tiled, m_full)
+  local mean_ee = (m_tiled - m_full):abs():mean():item()
+  io.write(string.format("  tiled encode (64x64 px tiles, overlap 32) vs untiled: max %.3g, mean %.3g; |mean| max %.3g\n",
+    ee, mean_ee, m_full:abs():max():item()))
+  test.truthy(ee == ee, "tiled encode is finite")
+end)
+
+return test
