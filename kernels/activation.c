@@ -1,4 +1,4 @@
-/* Pointwise unary functions: dispatch to the AVX-512 file, else SSE2 SLEEF (4 lanes), else libm. */
+/* Pointwise unary functions: dispatch to the AVX-512 or AVX2 file, else SSE2 SLEEF (4 lanes), else libm. */
 #include <math.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -11,6 +11,14 @@
 
 void sd_act_avx512(sd_act op, const float *x, float *y, size_t n);
 void sd_act2_avx512(int kind, const float *a, const float *b, float *y, size_t n);
+void sd_act_avx2(sd_act op, const float *x, float *y, size_t n);
+void sd_act2_avx2(int kind, const float *a, const float *b, float *y, size_t n);
+
+static int use_avx2(void)
+{
+	const sd_cpu *c = sd_cpu_features();
+	return c->avx2 && c->fma;
+}
 
 #define ACT_CHUNK 8192        /* elements per parallel task (a multiple of 16) */
 #define ACT_PAR_MIN (1 << 15) /* below this many elements, one thread */
@@ -22,7 +30,7 @@ static const char *const act_names[SD_ACT_COUNT] = {
 const char *sd_act_name(sd_act op) { return (unsigned)op < SD_ACT_COUNT ? act_names[op] : "?"; }
 
 static inline float s_sigmoid_mul(float x, float z) { return x / (1.0f + expf(-z)); }
-static inline float s_gelu(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
+static inline float s_gelu(float x) { return (float)(0.5 * (double)x * erfc(-(double)x * 0.70710678118654752)); }
 static inline float s_gelu_tanh(float x)
 {
 	float u = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
@@ -56,10 +64,45 @@ static inline __m128 q_sigmoid_mul(__m128 x, __m128 z)
 	__m128 e = Sleef_expf4_u10(_mm_sub_ps(_mm_setzero_ps(), z));
 	return _mm_div_ps(x, _mm_add_ps(_mm_set1_ps(1.0f), e));
 }
+/* gelu as in activation_avx512.c (the same fitted series), without FMA: a^2 is split exactly
+ * with Dekker's product instead. */
+static const float phi_P[7] = {3.680489932e-01f, -2.867621644e-02f, 2.088627289e-03f,
+                               -1.223112619e-04f, 5.884342736e-06f, -2.394565093e-07f, 8.394754861e-09f};
+static const float phi_G[11] = {3.719013648e-01f, -5.206159079e-02f, -3.961765843e-02f,
+                                -1.562541834e-02f, -3.157410056e-03f, -2.623439792e-07f, 1.386186815e-04f,
+                                8.128520382e-06f, -7.578815695e-06f, -3.348001981e-07f, 4.334105722e-07f};
+#define PHI_T_LO 0.1764705882352941
+#define PHI_T_HI 0.75
+
+static inline __m128 q_horner(const float *c, int n, __m128 s)
+{
+	__m128 r = _mm_set1_ps(c[n - 1]);
+	for (int k = n - 2; k >= 0; k--) r = _mm_add_ps(_mm_mul_ps(r, s), _mm_set1_ps(c[k]));
+	return r;
+}
+
 static inline __m128 q_gelu(__m128 x)
 {
-	__m128 z = _mm_mul_ps(x, _mm_set1_ps(-0.70710678118654752f));
-	return _mm_mul_ps(_mm_mul_ps(x, _mm_set1_ps(0.5f)), Sleef_erfcf4_u15(z));
+	const __m128 one = _mm_set1_ps(1.0f), half = _mm_set1_ps(0.5f);
+	__m128 ax = _mm_andnot_ps(_mm_set1_ps(-0.0f), x);
+	__m128 sa = _mm_sub_ps(_mm_mul_ps(_mm_set1_ps(2.0f), _mm_mul_ps(x, x)), one);
+	__m128 ya = _mm_mul_ps(x, _mm_add_ps(_mm_mul_ps(x, q_horner(phi_P, 7, sa)), half));
+	__m128 a = _mm_min_ps(ax, _mm_set1_ps(20.0f));
+	__m128 t = _mm_div_ps(_mm_set1_ps(3.0f), _mm_add_ps(a, _mm_set1_ps(3.0f)));
+	__m128 sb = _mm_add_ps(_mm_mul_ps(t, _mm_set1_ps((float)(2.0 / (PHI_T_HI - PHI_T_LO)))),
+	                       _mm_set1_ps((float)(-(PHI_T_HI + PHI_T_LO) / (PHI_T_HI - PHI_T_LO))));
+	__m128 g = q_horner(phi_G, 11, sb);
+	__m128 h = _mm_mul_ps(a, a);
+	__m128 ah = _mm_and_ps(a, _mm_castsi128_ps(_mm_set1_epi32((int)0xfffff000u))), al = _mm_sub_ps(a, ah);
+	__m128 e = _mm_add_ps(_mm_add_ps(_mm_sub_ps(_mm_mul_ps(ah, ah), h), _mm_mul_ps(_mm_add_ps(ah, ah), al)),
+	                      _mm_mul_ps(al, al)); /* a^2 - h, exactly */
+	__m128 ex = Sleef_expf4_u10(_mm_mul_ps(h, _mm_set1_ps(-0.5f)));
+	ex = _mm_sub_ps(ex, _mm_mul_ps(_mm_mul_ps(e, half), ex));
+	__m128 r = _mm_mul_ps(ex, g);
+	__m128 neg = _mm_cmplt_ps(x, _mm_setzero_ps());
+	__m128 yb = _mm_or_ps(_mm_and_ps(neg, _mm_sub_ps(_mm_setzero_ps(), r)), _mm_andnot_ps(neg, _mm_sub_ps(x, r)));
+	__m128 small = _mm_cmple_ps(ax, one);
+	return _mm_or_ps(_mm_and_ps(small, ya), _mm_andnot_ps(small, yb));
 }
 static inline __m128 q_gelu_tanh(__m128 x)
 {
@@ -104,6 +147,7 @@ void sd_act_f32_serial(sd_act op, const float *x, float *y, size_t n)
 {
 	if ((unsigned)op >= SD_ACT_COUNT) return;
 	if (sd_cpu_features()->avx512) { sd_act_avx512(op, x, y, n); return; }
+	if (use_avx2()) { sd_act_avx2(op, x, y, n); return; }
 	size_t i = 0;
 #if defined(__SSE2__)
 	i = act_sse2(op, x, y, n);
@@ -113,6 +157,7 @@ void sd_act_f32_serial(sd_act op, const float *x, float *y, size_t n)
 
 void sd_act_f32(sd_act op, const float *x, float *y, size_t n)
 {
+	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (n < ACT_PAR_MIN) { sd_act_f32_serial(op, x, y, n); return; }
 	int64_t tasks = (int64_t)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 	#pragma omp parallel for schedule(static)
@@ -126,6 +171,7 @@ void sd_act_f32(sd_act op, const float *x, float *y, size_t n)
 static void act2_serial(int kind, const float *a, const float *b, float *y, size_t n)
 {
 	if (sd_cpu_features()->avx512) { sd_act2_avx512(kind, a, b, y, n); return; }
+	if (use_avx2()) { sd_act2_avx2(kind, a, b, y, n); return; }
 	size_t i = 0;
 #if defined(__SSE2__)
 	if (kind == 0) {
@@ -145,6 +191,7 @@ static void act2_serial(int kind, const float *a, const float *b, float *y, size
 
 void sd_geglu_f32(const float *x, float *y, int64_t rows, int64_t half)
 {
+	(void)sd_cpu_features();
 	if (rows <= 0 || half <= 0) return;
 	if (half >= ACT_CHUNK || rows * half < ACT_PAR_MIN) {
 		#pragma omp parallel for schedule(static) if (rows * half >= ACT_PAR_MIN)
@@ -164,6 +211,7 @@ void sd_geglu_f32(const float *x, float *y, int64_t rows, int64_t half)
 
 void sd_add_silu_f32(const float *a, const float *b, float *y, size_t n)
 {
+	(void)sd_cpu_features();
 	if (n < ACT_PAR_MIN) { act2_serial(1, a, b, y, n); return; }
 	int64_t tasks = (int64_t)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 	#pragma omp parallel for schedule(static)

@@ -8,8 +8,12 @@
 #include <stdint.h>
 
 /* Tile sizes: query rows and keys per tile. */
+#ifndef SD_ATTN_TQ
 #define SD_ATTN_TQ 128
+#endif
+#ifndef SD_ATTN_TK
 #define SD_ATTN_TK 512
+#endif
 
 /* q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv), f32. The last dimension of each is
  * contiguous; qs/ks/vs are the strides (in elements) of the batch, head and row dimensions,

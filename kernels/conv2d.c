@@ -113,12 +113,49 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		return 0;
 	}
 
+	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+	if (nth > 1 && ohw >= 256 * nth) {
+		/* Large images: each thread takes whole bands, gathers its im2col band into its own
+		 * workspace and runs a single-threaded product on it. One parallel region for the
+		 * whole convolution, and each band is consumed by the core that wrote it. */
+		int64_t np = IM2COL_FLOATS / kdim;
+		if (np < MIN_COLS) np = MIN_COLS;
+		int64_t nb = (ohw + np - 1) / np;
+		if (n * g == 1) nb = (nb + nth - 1) / nth * nth; /* even share per thread */
+		np = (ohw + nb - 1) / nb;
+		nb = (ohw + np - 1) / np;
+		int64_t items = n * g * nb;
+		int failed = 0;
+#pragma omp parallel reduction(| : failed)
+		{
+			float *colt = sd_workspace(2, (size_t)(kdim * np));
+			if (!colt) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+			for (int64_t it = 0; it < items; it++) {
+				if (failed) continue;
+				int64_t band = it % nb, bg = it / nb, b = bg / g, gi = bg % g;
+				int64_t p0 = band * np, cnt = ohw - p0 < np ? ohw - p0 : np;
+				const float *xg = x + (b * c + gi * cg) * hw;
+				for (int64_t r = 0; r < kdim; r++) {
+					int64_t ci = r / (kh * kw), t = r % (kh * kw);
+					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, colt + r * cnt);
+				}
+				failed |= sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz, wdt,
+				                     kdim, colt, SD_F32, cnt, beta, y + (b * o + gi * og) * ohw + p0, ohw) != 0;
+			}
+		}
+		if (failed) return sd_seterr("conv2d: out of memory for the im2col workspaces");
+		return 0;
+	}
+
+	/* Small images: one band at a time, gathered by all threads, multiplied with BLAS threads
+	 * (which split the output channels). */
 	int64_t np = IM2COL_FLOATS / kdim;
 	if (np < MIN_COLS) np = MIN_COLS;
 	if (np > ohw) np = ohw;
 	float *col = sd_workspace(2, (size_t)(kdim * np));
 	if (!col) return -1;
-	int par = !omp_in_parallel();
+	int par = nth > 1;
 	for (int64_t b = 0; b < n; b++) {
 		for (int64_t p0 = 0; p0 < ohw; p0 += np) {
 			int64_t cnt = ohw - p0 < np ? ohw - p0 : np;

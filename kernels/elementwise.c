@@ -48,8 +48,8 @@ void sd_binary_f32(sd_binop op, const float *a, int64_t sa, const float *b, int6
 			for (int64_t i = 0; i < n; i++) y[i * sy] = a[i * sa];
 		} else if (sb == 0 && *b == 0.5f) {
 			for (int64_t i = 0; i < n; i++) y[i * sy] = sqrtf(a[i * sa]);
-		} else {
-			BIN_LOOPS(f_pow);
+		} else { /* powf calls: no vector form */
+			for (int64_t i = 0; i < n; i++) y[i * sy] = f_pow(a[i * sa], b[i * sb]);
 		}
 		break;
 	default: break;

@@ -145,6 +145,37 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 		sgemm_raw(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 		return 0;
 	}
+	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+	if (nth > 1 && is_half(adt) != is_half(bdt)) {
+		/* One half operand: its tiles are spread over the threads, each widening its own tile
+		 * into its own workspace and running a single-threaded product into its own rows (A
+		 * half) or columns (B half) of C. No fork/join per tile, no BLAS threading on thin
+		 * products. Worth it when every thread gets a tile of at least 64. */
+		int64_t total = is_half(adt) ? m : n;
+		if (total >= 64 * nth) {
+			int64_t t = tile_size(total, k);
+			int64_t ntiles = (total + t - 1) / t;
+			ntiles = (ntiles + nth - 1) / nth * nth; /* a multiple of the thread count */
+			t = (total + ntiles - 1) / ntiles;
+			t = (t + 15) / 16 * 16;
+			ntiles = (total + t - 1) / t;
+			int failed = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed)
+			for (int64_t ti = 0; ti < ntiles; ti++) {
+				int64_t lo = ti * t, cnt = total - lo < t ? total - lo : t;
+				if (is_half(adt))
+					failed |= sd_gemm_ex(transa, transb, cnt, n, k, alpha,
+					                     (const uint16_t *)a + (transa ? lo : lo * lda), adt, lda,
+					                     b, bdt, ldb, beta, c + lo * ldc, ldc) != 0;
+				else
+					failed |= sd_gemm_ex(transa, transb, m, cnt, k, alpha, a, adt, lda,
+					                     (const uint16_t *)b + (transb ? lo * ldb : lo), bdt, ldb,
+					                     beta, c + lo, ldc) != 0;
+			}
+			if (failed) return sd_seterr("gemm: out of memory for the widening workspaces");
+			return 0;
+		}
+	}
 	int64_t mt = is_half(adt) ? tile_size(m, k) : m;
 	int64_t nt = is_half(bdt) ? tile_size(n, k) : n;
 	float *wa = NULL, *wb = NULL;

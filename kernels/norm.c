@@ -7,6 +7,8 @@
 #include "sd_error.h"
 
 void sd_moments_avx512(const float *x, int64_t n, double k, double *s1, double *s2);
+void sd_norm_apply_avx512(const float *x, float *y, int64_t n, float m, float ml, float s, float t);
+void sd_layer_apply_avx512(const float *x, float *y, int64_t D, float m, float ml, float r, const float *w, const float *b);
 
 #define NORM_PAR_MIN (1 << 15)
 
@@ -41,31 +43,38 @@ void sd_moments_f32(const float *x, int64_t n, double *mean, double *var)
 	*var = v > 0 ? v : 0;
 }
 
-/* y = (x - m) * s + t over n, then SiLU when asked */
-static inline void norm_apply(const float *x, float *y, int64_t n, float m, float s, float t, int silu)
+/* y = (x - m) * s + t over n, then SiLU when asked. The mean is m + ml (a float and the rest of
+ * the double mean): x - m is exact near the mean, so data with a small spread far from zero
+ * keep their precision. */
+static inline void norm_apply(const float *x, float *y, int64_t n, float m, float ml, float s, float t, int silu)
 {
-	#pragma omp simd
-	for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * s + t;
+	if (sd_cpu_features()->avx512) {
+		sd_norm_apply_avx512(x, y, n, m, ml, s, t);
+	} else {
+		#pragma omp simd
+		for (int64_t i = 0; i < n; i++) y[i] = ((x[i] - m) - ml) * s + t;
+	}
 	if (silu) sd_act_f32_serial(SD_ACT_SILU, y, y, (size_t)n);
 }
 
 void sd_group_norm_f32(const float *x, float *y, int64_t N, int64_t C, int64_t HW, int64_t groups,
                        const float *weight, const float *bias, float eps, int silu)
 {
+	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (N <= 0 || C <= 0 || groups <= 0) return;
 	int64_t cg = C / groups, ng = N * groups;
-	#pragma omp parallel for schedule(static) if (N * C * HW >= NORM_PAR_MIN)
+	#pragma omp parallel for schedule(dynamic, 1) if (N * C * HW >= NORM_PAR_MIN)
 	for (int64_t t = 0; t < ng; t++) {
 		int64_t n = t / groups, g = t % groups;
 		const float *xg = x + (n * C + g * cg) * HW;
 		float *yg = y + (n * C + g * cg) * HW;
 		double mean, var;
 		sd_moments_f32(xg, cg * HW, &mean, &var);
-		float m = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+		float m = (float)mean, ml = (float)(mean - (double)m), rstd = (float)(1.0 / sqrt(var + (double)eps));
 		for (int64_t c = 0; c < cg; c++) {
 			int64_t ch = g * cg + c;
 			float s = weight ? rstd * weight[ch] : rstd, sh = bias ? bias[ch] : 0.0f;
-			norm_apply(xg + c * HW, yg + c * HW, HW, m, s, sh, silu);
+			norm_apply(xg + c * HW, yg + c * HW, HW, m, ml, s, sh, silu);
 		}
 	}
 }
@@ -73,25 +82,28 @@ void sd_group_norm_f32(const float *x, float *y, int64_t N, int64_t C, int64_t H
 void sd_layer_norm_f32(const float *x, float *y, int64_t rows, int64_t D, const float *weight,
                        const float *bias, float eps)
 {
+	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	#pragma omp parallel for schedule(static) if (rows * D >= NORM_PAR_MIN)
 	for (int64_t r = 0; r < rows; r++) {
 		const float *xr = x + r * D;
 		float *yr = y + r * D;
 		double mean, var;
 		sd_moments_f32(xr, D, &mean, &var);
-		float m = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
-		if (weight && bias) {
+		float m = (float)mean, ml = (float)(mean - (double)m), rstd = (float)(1.0 / sqrt(var + (double)eps));
+		if (sd_cpu_features()->avx512) {
+			sd_layer_apply_avx512(xr, yr, D, m, ml, rstd, weight, bias);
+		} else if (weight && bias) {
 			#pragma omp simd
-			for (int64_t i = 0; i < D; i++) yr[i] = ((xr[i] - m) * rstd) * weight[i] + bias[i];
+			for (int64_t i = 0; i < D; i++) yr[i] = (((xr[i] - m) - ml) * rstd) * weight[i] + bias[i];
 		} else if (weight) {
 			#pragma omp simd
-			for (int64_t i = 0; i < D; i++) yr[i] = ((xr[i] - m) * rstd) * weight[i];
+			for (int64_t i = 0; i < D; i++) yr[i] = (((xr[i] - m) - ml) * rstd) * weight[i];
 		} else if (bias) {
 			#pragma omp simd
-			for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - m) * rstd + bias[i];
+			for (int64_t i = 0; i < D; i++) yr[i] = ((xr[i] - m) - ml) * rstd + bias[i];
 		} else {
 			#pragma omp simd
-			for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - m) * rstd;
+			for (int64_t i = 0; i < D; i++) yr[i] = ((xr[i] - m) - ml) * rstd;
 		}
 	}
 }
@@ -100,6 +112,7 @@ static void softmax_row(const float *x, float *y, int64_t D)
 {
 	float m = -INFINITY;
 	int nan = 0;
+	#pragma omp simd reduction(max : m) reduction(| : nan)
 	for (int64_t i = 0; i < D; i++) {
 		m = x[i] > m ? x[i] : m;
 		nan |= x[i] != x[i];
@@ -108,8 +121,15 @@ static void softmax_row(const float *x, float *y, int64_t D)
 	#pragma omp simd
 	for (int64_t i = 0; i < D; i++) y[i] = x[i] - m;
 	sd_act_f32_serial(SD_ACT_EXP, y, y, (size_t)D);
+	/* vector float partial sums of blocks, added in double */
 	double s = 0;
-	for (int64_t i = 0; i < D; i++) s += y[i];
+	for (int64_t i0 = 0; i0 < D; i0 += 512) {
+		int64_t i1 = i0 + 512 < D ? i0 + 512 : D;
+		float p = 0;
+		#pragma omp simd reduction(+ : p)
+		for (int64_t i = i0; i < i1; i++) p += y[i];
+		s += p;
+	}
 	float inv = (float)(1.0 / s);
 	#pragma omp simd
 	for (int64_t i = 0; i < D; i++) y[i] *= inv;
@@ -119,6 +139,7 @@ static void softmax_row(const float *x, float *y, int64_t D)
 
 void sd_softmax_f32(const float *x, float *y, int64_t outer, int64_t D, int64_t inner)
 {
+	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (outer <= 0 || D <= 0 || inner <= 0) return;
 	int par = outer * D * inner >= NORM_PAR_MIN;
 	if (inner == 1) {

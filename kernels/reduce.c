@@ -203,7 +203,7 @@ static int prepare(const sd_tensor *x, int *dim, sd_tensor *xc, int64_t *outer, 
 	if (d < 0) d += nd;
 	if (nd == 0 && (d == 0 || d == -1)) d = 0; /* a 0-dim tensor: dim 1 / -1 is the element */
 	else if (d < 0 || d >= nd)
-		return sd_seterr("dimension %d out of range for %s", *dim >= 0 ? *dim + 1 : *dim, SD_SHAPE_STR(x));
+		return sd_seterr("dimension %d (0-based) out of range for %s", *dim, SD_SHAPE_STR(x));
 	*dim = d;
 	*outer = 1;
 	*inner = 1;
@@ -254,7 +254,7 @@ int sd_reduce_all(sd_redop op, const sd_tensor *x, int unbiased, sd_tensor *out)
 		return sd_seterr("%s of the empty tensor %s", sd_redop_name(op), SD_SHAPE_STR(x));
 	sd_tensor xc, r;
 	if (sd_tensor_contiguous(x, &xc) != 0) return -1;
-	if (sd_tensor_new(&r, SD_F32, 0, NULL) != 0) { sd_tensor_release(&xc); return -1; }
+	if (sd_tensor_new(&r, SD_F32, 0, x->shape) != 0) { sd_tensor_release(&xc); return -1; }
 	sd_reduce_f32(op, sd_tensor_data(&xc), 1, n, 1, unbiased, sd_tensor_data(&r));
 	sd_tensor_release(&xc);
 	*out = r;
@@ -286,7 +286,7 @@ int sd_argmax_all(const sd_tensor *x, int want_min, sd_tensor *out)
 	if (n == 0) return sd_seterr("%s of the empty tensor %s", want_min ? "argmin" : "argmax", SD_SHAPE_STR(x));
 	sd_tensor xc, r;
 	if (sd_tensor_contiguous(x, &xc) != 0) return -1;
-	if (sd_tensor_new(&r, SD_I64, 0, NULL) != 0) { sd_tensor_release(&xc); return -1; }
+	if (sd_tensor_new(&r, SD_I64, 0, x->shape) != 0) { sd_tensor_release(&xc); return -1; }
 	sd_argmax_f32(sd_tensor_data(&xc), 1, n, 1, want_min, sd_tensor_data(&r));
 	sd_tensor_release(&xc);
 	*out = r;

@@ -11,6 +11,7 @@ typedef struct parser {
 	char *err;
 	size_t errsize;
 	int failed;
+	size_t nodes, max_nodes;
 } parser;
 
 static int fail(parser *p, const char *what)
@@ -244,6 +245,7 @@ static void free_value(sd_json *v)
 
 static int push(parser *p, sd_json *parent, size_t *cap, sd_json **slot)
 {
+	if (++p->nodes > p->max_nodes) return fail(p, "too many values");
 	if (parent->n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 4;
 		sd_json *ni = realloc(parent->items, nc * sizeof *ni);
@@ -336,7 +338,12 @@ static int parse_value(parser *p, sd_json *v, int depth)
 
 sd_json *sd_json_parse(const char *text, size_t len, char *err, size_t errsize)
 {
-	parser p = {(const unsigned char *)text, len, 0, err, errsize, 0};
+	return sd_json_parse_limited(text, len, (size_t)-1, err, errsize);
+}
+
+sd_json *sd_json_parse_limited(const char *text, size_t len, size_t max_values, char *err, size_t errsize)
+{
+	parser p = {(const unsigned char *)text, len, 0, err, errsize, 0, 1, max_values};
 	if (errsize) err[0] = 0;
 	sd_json *v = calloc(1, sizeof *v);
 	if (!v) {

@@ -33,6 +33,8 @@ struct sd_json {
 /* Parses text[0..len) as one JSON value (surrounded by optional whitespace). On error returns
  * NULL and writes a message with the byte offset into err. */
 sd_json *sd_json_parse(const char *text, size_t len, char *err, size_t errsize);
+/* The same with at most max_values values in all (a bound on memory: about 100 bytes each). */
+sd_json *sd_json_parse_limited(const char *text, size_t len, size_t max_values, char *err, size_t errsize);
 void sd_json_free(sd_json *v);
 /* The member named key (exact bytes) of an object, or NULL. */
 const sd_json *sd_json_get(const sd_json *obj, const char *key);

@@ -1,10 +1,12 @@
 /* sd.core.image: PNG writing with text chunks, image reading, float image -> 8-bit pixels. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "image.h"
 #include "lsd.h"
 #include "sd_error.h"
+#include "sha256.h"
 
 /* write_png(path, pixels, texts): pixels a u8 tensor (H, W, C), C in 1..4; texts {key = text} */
 static int l_write_png(lua_State *L)
@@ -97,10 +99,67 @@ static int l_to_u8(lua_State *L)
 	return 1;
 }
 
+static void push_hex(lua_State *L, const unsigned char d[32])
+{
+	char hex[65];
+	for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	lua_pushlstring(L, hex, 64);
+}
+
+/* sha256(string) -> hex digest */
+static int l_sha256(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	unsigned char d[32];
+	sd_sha256 c;
+	sd_sha256_init(&c);
+	sd_sha256_update(&c, s, n);
+	sd_sha256_final(&c, d);
+	push_hex(L, d);
+	return 1;
+}
+
+/* hmac_sha256(key, message) -> hex digest */
+static int l_hmac_sha256(lua_State *L)
+{
+	size_t kn, mn;
+	const char *k = luaL_checklstring(L, 1, &kn), *m = luaL_checklstring(L, 2, &mn);
+	unsigned char d[32];
+	sd_hmac_sha256(k, kn, m, mn, d);
+	push_hex(L, d);
+	return 1;
+}
+
+/* model_hash(path) -> AUTOMATIC1111's short model hash: the first 8 hex digits of the SHA-256 of
+ * the 64 KiB at offset 1 MiB (of a folder: nil). */
+static int l_model_hash(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	FILE *f = fopen(path, "rb");
+	if (!f) { lua_pushnil(L); return 1; }
+	unsigned char *buf = malloc(0x10000), d[32];
+	size_t n = 0;
+	if (buf && fseek(f, 0x100000, SEEK_SET) == 0) n = fread(buf, 1, 0x10000, f);
+	fclose(f);
+	sd_sha256 c;
+	sd_sha256_init(&c);
+	sd_sha256_update(&c, buf ? buf : d, n);
+	sd_sha256_final(&c, d);
+	free(buf);
+	push_hex(L, d);
+	lua_pushlstring(L, lua_tostring(L, -1), 8);
+	return 1;
+}
+
 static const luaL_Reg functions[] = {
-	{"write_png", l_write_png}, {"read", l_read}, {"read_text", l_read_text}, {"to_u8", l_to_u8}, {NULL, NULL}};
+	{"write_png", l_write_png}, {"read", l_read}, {"read_text", l_read_text}, {"to_u8", l_to_u8},
+	{"model_hash", l_model_hash}, {NULL, NULL}};
+
+static const luaL_Reg hashes[] = {{"sha256", l_sha256}, {"hmac_sha256", l_hmac_sha256}, {NULL, NULL}};
 
 void sdl_open_image(lua_State *L)
 {
 	sdl_addcore(L, "image", functions);
+	sdl_addcore(L, NULL, hashes);
 }

@@ -232,7 +232,7 @@ static int nn_linear(lua_State *L)
 	if (b) {
 		check_float(L, op, "bias", b);
 		if (b->ndim != 1 || b->shape[0] != outf)
-			return nn_error(L, "linear: bias %s does not match weight %s (expected (%lld))",
+			return nn_error(L, "linear: bias %s does not match weight %s (expected (%lld,))",
 			                  SD_SHAPE_STR(b), SD_SHAPE_STR(w), (long long)outf);
 		b = as_f32(L, op, b, 1);
 	}
@@ -289,7 +289,7 @@ static void pair_opt(lua_State *L, int idx, const char *field, int64_t def, int6
 			lua_geti(L, -1, i + 1);
 			int isnum;
 			v[i] = lua_tointegerx(L, -1, &isnum);
-			if (!isnum) nn_error(L, "conv2d: option '%s' must be integers {h, w}", field);
+			if (!isnum || lua_type(L, -1) != LUA_TNUMBER) nn_error(L, "conv2d: option '%s' must be integers {h, w}", field);
 			lua_pop(L, 1);
 		}
 		*h = v[0];
@@ -297,7 +297,7 @@ static void pair_opt(lua_State *L, int idx, const char *field, int64_t def, int6
 	} else {
 		int isnum;
 		lua_Integer v = lua_tointegerx(L, -1, &isnum);
-		if (!isnum) nn_error(L, "conv2d: option '%s' must be an integer or {h, w}, got %s", field, luaL_typename(L, -1));
+		if (!isnum || t != LUA_TNUMBER) nn_error(L, "conv2d: option '%s' must be an integer or {h, w}, got %s", field, luaL_typename(L, -1));
 		*h = *w = v;
 	}
 	lua_pop(L, 1);
@@ -356,7 +356,7 @@ static int nn_conv2d(lua_State *L)
 	if (b) {
 		check_float(L, op, "bias", b);
 		if (b->ndim != 1 || b->shape[0] != o)
-			return nn_error(L, "conv2d: bias %s does not match weight %s (expected (%lld))", SD_SHAPE_STR(b),
+			return nn_error(L, "conv2d: bias %s does not match weight %s (expected (%lld,))", SD_SHAPE_STR(b),
 			                  SD_SHAPE_STR(w), (long long)o);
 		b = as_f32(L, op, b, 1);
 	}

@@ -200,5 +200,6 @@ int luaopen_sd_core(lua_State *L)
 	sdl_open_safetensors(L);
 	sdl_open_system(L);
 	sdl_open_image(L);
+	sdl_open_zmq(L);
 	return 1;
 }

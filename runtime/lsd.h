@@ -46,7 +46,8 @@ void sdl_open_nn(lua_State *L);          /* lnn.c: matmul, linear, conv2d, norms
 void sdl_open_rng(lua_State *L);         /* lrng.c: sd.rng.torch */
 void sdl_open_safetensors(lua_State *L); /* lsafetensors.c */
 void sdl_open_system(lua_State *L);      /* lsystem.c: threads, memory, cpu, time, interrupt, gunzip */
-void sdl_open_image(lua_State *L);       /* limage.c: PNG read/write */
+void sdl_open_image(lua_State *L);       /* limage.c: PNG read/write, hashes */
+void sdl_open_zmq(lua_State *L);         /* lzmq.c: ZeroMQ sockets for the Jupyter kernel */
 
 int luaopen_sd_core(lua_State *L);
 

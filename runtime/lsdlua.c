@@ -6,7 +6,8 @@
  * reads chunks interactively (libedit line editing and history on a terminal, plain lines from a
  * pipe). The Lua modules of the tree are found next to the executable (<bin>/../lua), the C core
  * is preloaded as "sd.core", and the global `sd` holds require "sd" before anything runs.
- * Ctrl-C stops the running chunk with the error "interrupted!"; at the prompt it clears the line. */
+ * Ctrl-C stops the running chunk with the error "interrupted!"; at the prompt it clears the
+ * line. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -100,13 +101,16 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
 	luaL_error(L, "interrupted!");
 }
 
-static void set_handler(void (*fn)(int))
+/* While code runs, system calls restart after the handler (C code need not expect EINTR; the
+ * hook stops the chunk when the call returns). At the prompt they do not, so that a blocking
+ * read returns and the line can be cancelled. */
+static void set_handler(void (*fn)(int), int restart)
 {
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = fn;
 	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0; /* no SA_RESTART: a blocking read returns EINTR */
+	sa.sa_flags = restart ? SA_RESTART : 0;
 	sigaction(SIGINT, &sa, NULL);
 }
 
@@ -119,7 +123,8 @@ static void on_sigint_running(int sig)
 	int n;
 	/* signals within 0.2 s count once: `timeout -s INT` signals the child and then its group */
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (sigint_count == 0 || (now.tv_sec - last.tv_sec) * 1000000000L + (now.tv_nsec - last.tv_nsec) > 200000000L)
+	if (sigint_count == 0 ||
+	    (now.tv_sec - last.tv_sec) * 1000000000L + (now.tv_nsec - last.tv_nsec) > 200000000L)
 		sigint_count++;
 	last = now;
 	n = sigint_count;
@@ -144,7 +149,7 @@ static int interactive_stdin; /* stdin is a terminal: Ctrl-C at the prompt cance
 
 static void idle_handler(void)
 {
-	set_handler(interactive_stdin ? on_sigint_prompt : SIG_DFL);
+	set_handler(interactive_stdin ? on_sigint_prompt : SIG_DFL, 0);
 }
 
 /* Calls the function below narg arguments in protected mode with a traceback, interruptible. */
@@ -155,7 +160,7 @@ static int docall(lua_State *L, int narg, int nres)
 	lua_insert(L, base);
 	sigint_count = 0;
 	sdl_set_interrupted(0);
-	set_handler(on_sigint_running);
+	set_handler(on_sigint_running, 1);
 	status = lua_pcall(L, narg, nres, base);
 	idle_handler();
 	if (lua_gethook(L) == stop_hook) lua_sethook(L, NULL, 0, 0); /* a late Ctrl-C */
@@ -249,7 +254,8 @@ static int load_sd(lua_State *L, int threads)
 	} else {
 		const char *msg = lua_tostring(L, -1);
 		if (!msg || !strstr(msg, "module 'sd' not found")) {
-			fprintf(stderr, "%s: warning: require \"sd\" failed, the global sd is sd.core:\n", progname);
+			fprintf(stderr, "%s: warning: require \"sd\" failed, the global sd is sd.core:\n",
+			        progname);
 			report(L, LUA_ERRRUN);
 		} else {
 			lua_pop(L, 1);
@@ -333,7 +339,8 @@ static int collect_args(int argc, char **argv, options *o)
 				const char *v = a[2] ? a + 2 : argv[i];
 				o->threads = parse_count(v);
 				if (o->threads < 0) {
-					snprintf(bad, sizeof bad, "-t wants a thread count from 1 to 1024, not '%.100s'", v);
+					snprintf(bad, sizeof bad, "-t wants a thread count from 1 to 1024, not '%.100s'",
+					         v);
 					usage(bad);
 					return 0;
 				}
@@ -440,7 +447,8 @@ static char history_file[PATH_MAX];
 /* ---- Tab completion of Lua names -----------------------------------------------------------
  * "sd.tensor.ze<Tab>" completes through globals, table fields and the __index tables of
  * metatables (so "x:res<Tab>" finds tensor methods). Only raw accesses: completing never runs
- * Lua code (sd's lazy loader, __index functions). Inside a string literal, file names. */
+ * Lua code (sd's lazy loader, __index functions). A word with a '/' in it, or one that names no
+ * Lua value, completes as a file name (the word breaks leave out '/', '-' and '.'). */
 #define COMPLETE_DEPTH 6
 
 static const char *const lua_keywords[] = {
@@ -515,8 +523,11 @@ static int is_identifier(const char *s, size_t len)
 static int complete_collect(lua_State *L)
 {
 	size_t wlen, plen;
-	const char *word = luaL_checklstring(L, 1, &wlen), *prefix = word, *p, *seg;
+	const char *head = luaL_checklstring(L, 1, &wlen), *word = head, *prefix, *p, *seg;
 	int results, seen, n = 0, depth;
+	for (p = head; *p; p++) /* "a-b.c": complete "b.c", keep "a-" (the word breaks omit '-') */
+		if (*p == '-') word = p + 1;
+	prefix = word;
 	for (p = word; *p; p++)
 		if (*p == '.' || *p == ':') prefix = p + 1;
 	plen = strlen(prefix);
@@ -553,7 +564,7 @@ static int complete_collect(lua_State *L)
 				lua_pushvalue(L, -1);
 				lua_pushboolean(L, 1);
 				lua_rawset(L, seen);
-				lua_pushlstring(L, word, (size_t)(prefix - word));
+				lua_pushlstring(L, head, (size_t)(prefix - head));
 				lua_pushvalue(L, -2);
 				lua_concat(L, 2);
 				lua_rawseti(L, results, ++n);
@@ -565,7 +576,9 @@ static int complete_collect(lua_State *L)
 		const char *const *kw;
 		for (kw = lua_keywords; *kw; kw++)
 			if (strncmp(*kw, prefix, plen) == 0) {
+				lua_pushlstring(L, head, (size_t)(prefix - head));
 				lua_pushstring(L, *kw);
+				lua_concat(L, 2);
 				lua_rawseti(L, results, ++n);
 			}
 	}
@@ -598,45 +611,16 @@ static char *completion_next(const char *text, int state)
 	return NULL;
 }
 
-/* Is position `start` of the line inside a string literal? */
-static int in_string(const char *line, int start)
-{
-	char quote = 0;
-	int i;
-	for (i = 0; i < start && line[i]; i++) {
-		char c = line[i];
-		if (quote) {
-			if (c == '\\' && i + 1 < start) i++;
-			else if (c == quote) quote = 0;
-		} else if (c == '"' || c == '\'') {
-			quote = c;
-		}
-	}
-	return quote != 0;
-}
-
-/* Word breaks: Lua's operators and brackets, or only blanks and quotes inside a string so that
- * a whole path is completed as a file name. */
-static char *word_breaks(void)
-{
-	static char lua_breaks[] = " \t\n\"'`<>=;|&{}()[],+-*/%^#~";
-	static char string_breaks[] = " \t\n\"'";
-	return rl_line_buffer && in_string(rl_line_buffer, rl_point) ? string_breaks : lua_breaks;
-}
-
 static char **complete(const char *text, int start, int end)
 {
 	lua_State *L = globalL;
 	int top = lua_gettop(L);
+	(void)start;
 	(void)end;
 	completions_free();
-	if (rl_line_buffer && in_string(rl_line_buffer, start)) {
-		rl_attempted_completion_over = 0; /* file names */
-		rl_completion_append_character = '\0';
-		return NULL;
-	}
-	rl_attempted_completion_over = 1;
 	rl_completion_append_character = '\0';
+	rl_attempted_completion_over = 0; /* no Lua name: libedit completes a file name */
+	if (strchr(text, '/')) return NULL;
 	lua_pushcfunction(L, complete_collect);
 	lua_pushstring(L, text);
 	if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE) {
@@ -652,21 +636,23 @@ static char **complete(const char *text, int start, int end)
 	}
 	lua_settop(L, top);
 	if (ncompletions == 0) return NULL;
+	rl_attempted_completion_over = 1;
 	return rl_completion_matches(text, completion_next);
 }
 
 static void history_setup(void)
 {
-	const char *env = getenv("SDLUA_HISTORY"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	const char *env = getenv("SDLUA_HISTORY"), *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
 	history_file[0] = '\0';
 	if (env) {
 		if (*env) snprintf(history_file, sizeof history_file, "%s", env);
 	} else if (xdg && *xdg == '/') {
 		char dir[PATH_MAX];
 		snprintf(dir, sizeof dir, "%s/sdlua", xdg);
-		if (is_dir(dir) || mkdir(dir, 0700) == 0)
-			if (snprintf(history_file, sizeof history_file, "%s/history", dir) >= (int)sizeof history_file)
-				history_file[0] = '\0';
+		if ((is_dir(dir) || mkdir(dir, 0700) == 0) &&
+		    snprintf(history_file, sizeof history_file, "%s/history", dir) >= (int)sizeof history_file)
+			history_file[0] = '\0';
 	} else if (home && *home) {
 		snprintf(history_file, sizeof history_file, "%s/.sdlua_history", home);
 	}
@@ -815,16 +801,94 @@ static int read_chunk(lua_State *L)
 	return status == LUA_OK ? CHUNK_OK : CHUNK_ERR;
 }
 
-/* Prints the values on the stack with tostring, tab separated. */
+/* How the prompt shows a plain table (no __tostring or __name): its contents on one line,
+ * {2, 3} or {a = 1, b = "x"}, a few levels deep and a few dozen items long. */
+static const char show_source[] =
+	"local getmetatable, rawget, rawlen, next, ipairs, type, tostring = getmetatable, rawget,\n"
+	"  rawlen, next, ipairs, type, tostring\n"
+	"local format, concat, sort, mtype = string.format, table.concat, table.sort, math.type\n"
+	"local MAX_ITEMS, MAX_DEPTH = 40, 3\n"
+	"local keyword = {}\n"
+	"for w in ('and break do else elseif end false for function goto if in local nil not or '\n"
+	"  .. 'repeat return then true until while'):gmatch('%a+') do keyword[w] = true end\n"
+	"local function before(a, b)\n"
+	"  local ta, tb = type(a), type(b)\n"
+	"  if ta ~= tb then return ta < tb end\n"
+	"  if ta == 'number' or ta == 'string' then return a < b end\n"
+	"  return tostring(a) < tostring(b)\n"
+	"end\n"
+	"local show\n"
+	"function show(v, depth, seen)\n"
+	"  if type(v) == 'string' then return (format('%q', v):gsub('\\\\\\n', '\\\\n')) end\n"
+	"  if type(v) ~= 'table' then return tostring(v) end\n"
+	"  local mt = getmetatable(v)\n"
+	"  if mt ~= nil and (type(mt) ~= 'table' or rawget(mt, '__tostring')\n"
+	"                   or rawget(mt, '__name')) then\n"
+	"    return tostring(v)\n"
+	"  end\n"
+	"  if seen[v] then return '<cycle>' end\n"
+	"  if depth > MAX_DEPTH then return '{...}' end\n"
+	"  seen[v] = true\n"
+	"  local parts, n = {}, rawlen(v)\n"
+	"  for i = 1, n do\n"
+	"    if #parts == MAX_ITEMS then parts[#parts + 1] = '...'; break end\n"
+	"    parts[#parts + 1] = show(rawget(v, i), depth + 1, seen)\n"
+	"  end\n"
+	"  if #parts <= MAX_ITEMS then\n"
+	"    local keys = {}\n"
+	"    for k in next, v do\n"
+	"      if not (mtype(k) == 'integer' and k >= 1 and k <= n) then keys[#keys + 1] = k end\n"
+	"    end\n"
+	"    sort(keys, before)\n"
+	"    for _, k in ipairs(keys) do\n"
+	"      if #parts == MAX_ITEMS then parts[#parts + 1] = '...'; break end\n"
+	"      local name = type(k) == 'string' and k:match('^[%a_][%w_]*$') and not keyword[k] and k\n"
+	"        or '[' .. show(k, depth + 1, seen) .. ']'\n"
+	"      parts[#parts + 1] = name .. ' = ' .. show(rawget(v, k), depth + 1, seen)\n"
+	"    end\n"
+	"  end\n"
+	"  seen[v] = nil\n"
+	"  return '{' .. concat(parts, ', ') .. '}'\n"
+	"end\n"
+	"return function(v) return show(v, 1, {}) end\n";
+
+#define SHOW_KEY "sdlua.show"
+
+static void load_show(lua_State *L)
+{
+	if (luaL_loadbuffer(L, show_source, sizeof show_source - 1, "=(sdlua show)") == LUA_OK &&
+	    lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TFUNCTION) {
+		lua_setfield(L, LUA_REGISTRYINDEX, SHOW_KEY);
+	} else {
+		lua_pop(L, 1); /* the error: tables print through tostring */
+	}
+}
+
+/* Prints the values on the stack tab separated: plain tables through the shower above, the
+ * rest with tostring (strings as they are). */
 static int print_values(lua_State *L)
 {
 	int i, n = lua_gettop(L);
 	for (i = 1; i <= n; i++) {
 		size_t len;
-		const char *s = luaL_tolstring(L, i, &len);
+		const char *s;
+		if (lua_type(L, i) == LUA_TTABLE && !luaL_getmetafield(L, i, "__tostring") &&
+		    !luaL_getmetafield(L, i, "__name") &&
+		    lua_getfield(L, LUA_REGISTRYINDEX, SHOW_KEY) == LUA_TFUNCTION) {
+			lua_pushvalue(L, i);
+			lua_call(L, 1, 1);
+			s = lua_tolstring(L, -1, &len);
+			if (!s) {
+				s = "?";
+				len = 1;
+			}
+		} else {
+			lua_settop(L, n);
+			s = luaL_tolstring(L, i, &len);
+		}
 		if (i > 1) fputc('\t', stdout);
 		fwrite(s, 1, len, stdout);
-		lua_pop(L, 1);
+		lua_settop(L, n);
 	}
 	fputc('\n', stdout);
 	fflush(stdout);
@@ -837,8 +901,7 @@ static void repl(lua_State *L)
 	use_editline = interactive_stdin && isatty(STDOUT_FILENO);
 	if (use_editline) {
 		rl_readline_name = "sdlua";
-		rl_basic_word_break_characters = word_breaks();
-		rl_completion_word_break_hook = word_breaks;
+		rl_basic_word_break_characters = " \t\n\"'`<>=;|&{}()[],+*%^#~";
 		rl_attempted_completion_function = complete;
 		history_setup();
 	}
@@ -846,6 +909,7 @@ static void repl(lua_State *L)
 		printf("sdlua %s (%s)  Ctrl-C interrupts, Ctrl-D exits\n", SDLUA_VERSION, LUA_RELEASE);
 		fflush(stdout);
 	}
+	load_show(L);
 	idle_handler();
 	for (;;) {
 		int base = lua_gettop(L), r = read_chunk(L), status;
@@ -873,7 +937,7 @@ static void repl(lua_State *L)
 		fputs("\n", stdout);
 		fflush(stdout);
 	}
-	set_handler(SIG_DFL);
+	set_handler(SIG_DFL, 0);
 }
 
 /* ---- main --------------------------------------------------------------------------------- */

@@ -313,7 +313,9 @@ static int l_gunzip(lua_State *L)
 	size_t hint = 0;
 	luaL_Buffer buf;
 	zbox *zb;
-	if (cap < 0) return luaL_error(L, "gunzip: the output limit must not be negative (got %I)", (LUAI_UACINT)cap);
+	if (cap < 0)
+		return luaL_error(L, "gunzip: the output limit must not be negative (got %I)",
+		                  (LUAI_UACINT)cap);
 	if (inlen < 18 || in[0] != 0x1f || in[1] != 0x8b)
 		return luaL_error(L, "gunzip: not gzip data (%s)",
 		                  inlen < 18 ? "too short" : "no gzip magic bytes");
@@ -363,7 +365,8 @@ static int l_crc32(lua_State *L)
 	lua_Integer start = luaL_optinteger(L, 2, 0);
 	uLong crc;
 	if (start < 0 || start > (lua_Integer)0xffffffff)
-		return luaL_error(L, "crc32: the running crc must be in 0..0xffffffff (got %I)", (LUAI_UACINT)start);
+		return luaL_error(L, "crc32: the running crc must be in 0..0xffffffff (got %I)",
+		                  (LUAI_UACINT)start);
 	crc = (uLong)start;
 	crc = crc32_z(crc, s, len);
 	lua_pushinteger(L, (lua_Integer)(crc & 0xffffffffu));

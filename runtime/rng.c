@@ -1,7 +1,9 @@
 /* torch-compatible mt19937 and its uniform / normal conversions (see rng.h). Written from the
- * published mt19937 definition and torch's documented behaviour; checked against the goldens. */
+ * published mt19937 definition, torch's documented behaviour and the published Cephes single-
+ * precision log / sin / cos approximations; checked bit for bit against the goldens. */
 #include <math.h>
 #include <string.h>
+#include "cpu.h"
 #include "rng.h"
 #include "sd_error.h"
 
@@ -74,18 +76,100 @@ double sd_rng_normal_f64(sd_rng *g)
 	return r * cos(th);
 }
 
-/* Box-Muller over one block of 16 uniforms, in float32 as torch's AVX2 kernel computes it. */
-static void normal16(float *d)
+/* The >= 16 path, bit for bit as torch's AVX2 kernel computes it (see rng.h). Every step is an
+ * IEEE single operation; the fused multiply-adds are explicit fmaf calls (exact everywhere). The
+ * products left unfused are either exact (e * LN2_HI, j * DP1, j * DP2, z * 0.5) or feed no
+ * addition, so a compiler contracting a * b + c cannot change a bit. Not for -ffast-math. */
+
+/* log x for the x = 1 - u in [2^-24, 1] of Box-Muller (positive normal floats). */
+static float cephes_logf(float x)
 {
-	const float two_pi = (float)(2.0 * M_PI);
-	for (int j = 0; j < 8; j++) {
-		float u1 = 1.0f - d[j];
-		float u2 = d[j + 8];
-		float r = sqrtf(-2.0f * logf(u1));
-		float th = two_pi * u2;
-		d[j] = r * cosf(th);
-		d[j + 8] = r * sinf(th);
+	uint32_t b;
+	memcpy(&b, &x, sizeof b);
+	float e = (float)((int32_t)(b >> 23) - 126); /* x = m 2^e, m in [0.5, 1) */
+	b = (b & 0x807fffffU) | 0x3f000000U;
+	float m;
+	memcpy(&m, &b, sizeof m);
+	if (m < SD_RNG_SQRTHF) { /* m in [sqrt(1/2), sqrt(2)): t = 2m - 1, exact */
+		e = e - 1.0f;
+		m = (m - 1.0f) + m;
+	} else {
+		m = m - 1.0f;
 	}
+	float z = m * m;
+	float p = SD_RNG_LOG_P0;
+	p = fmaf(p, m, SD_RNG_LOG_P1);
+	p = fmaf(p, m, SD_RNG_LOG_P2);
+	p = fmaf(p, m, SD_RNG_LOG_P3);
+	p = fmaf(p, m, SD_RNG_LOG_P4);
+	p = fmaf(p, m, SD_RNG_LOG_P5);
+	p = fmaf(p, m, SD_RNG_LOG_P6);
+	p = fmaf(p, m, SD_RNG_LOG_P7);
+	p = fmaf(p, m, SD_RNG_LOG_P8);
+	p = p * m;
+	float lo = e * SD_RNG_LN2_LO;
+	float y = fmaf(p, z, lo);   /* t^3 P(t) + e LN2_LO */
+	y = y - z * 0.5f;
+	float r = m + y;
+	return r + e * SD_RNG_LN2_HI;
+}
+
+/* sin and cos of x in [0, 2 pi) (any finite x of moderate size). */
+static void cephes_sincosf(float x, float *s, float *c)
+{
+	uint32_t sign_s = 0;
+	if (x < 0.0f) {
+		x = -x;
+		sign_s = 0x80000000U;
+	}
+	int32_t j = (int32_t)(x * SD_RNG_FOPI);
+	j = (j + 1) & ~1;
+	float y = (float)j;
+	x = x + y * SD_RNG_DP1;
+	x = x + y * SD_RNG_DP2;
+	x = fmaf(y, SD_RNG_DP3, x);
+	sign_s ^= (uint32_t)(j & 4) << 29;
+	uint32_t sign_c = (uint32_t)(~(j - 2) & 4) << 29;
+	float z = x * x;
+	float pc = SD_RNG_COS_P0;
+	pc = fmaf(pc, z, SD_RNG_COS_P1);
+	pc = fmaf(pc, z, SD_RNG_COS_P2);
+	pc = pc * z;
+	pc = fmaf(pc, z, -(z * 0.5f));
+	pc = pc + 1.0f;             /* cos x, |x| <= pi/4 */
+	float ps = SD_RNG_SIN_P0;
+	ps = fmaf(ps, z, SD_RNG_SIN_P1);
+	ps = fmaf(ps, z, SD_RNG_SIN_P2);
+	ps = ps * z;
+	ps = fmaf(ps, x, x);        /* sin x, |x| <= pi/4 */
+	float sv = (j & 2) ? pc : ps, cv = (j & 2) ? ps : pc;
+	uint32_t bs, bc;
+	memcpy(&bs, &sv, sizeof bs);
+	memcpy(&bc, &cv, sizeof bc);
+	bs ^= sign_s;
+	bc ^= sign_c;
+	memcpy(s, &bs, sizeof bs);
+	memcpy(c, &bc, sizeof bc);
+}
+
+void sd_rng_box_muller16_generic(float *d, int64_t nblocks)
+{
+	for (int64_t b = 0; b < nblocks; b++, d += 16) {
+		for (int j = 0; j < 8; j++) {
+			float r = sqrtf(-2.0f * cephes_logf(1.0f - d[j]));
+			float s, c;
+			cephes_sincosf(SD_RNG_TWO_PI * d[j + 8], &s, &c);
+			d[j] = r * c + 0.0f; /* torch: r cos th * std + mean, std 1, mean 0 (-0 -> +0) */
+			d[j + 8] = r * s + 0.0f;
+		}
+	}
+}
+
+void sd_rng_box_muller16(float *d, int64_t nblocks)
+{
+	const sd_cpu *cpu = sd_cpu_features();
+	if (cpu->avx2 && cpu->fma) sd_rng_box_muller16_avx2(d, nblocks);
+	else sd_rng_box_muller16_generic(d, nblocks);
 }
 
 void sd_rng_randn_f32(sd_rng *g, float *out, int64_t n)
@@ -96,11 +180,11 @@ void sd_rng_randn_f32(sd_rng *g, float *out, int64_t n)
 		return;
 	}
 	for (int64_t i = 0; i < n; i++) out[i] = sd_rng_uniform_f32(g);
-	for (int64_t i = 0; i + 16 <= n; i += 16) normal16(out + i);
+	sd_rng_box_muller16(out, n / 16);
 	if (n % 16 != 0) {
 		float *d = out + n - 16;
 		for (int i = 0; i < 16; i++) d[i] = sd_rng_uniform_f32(g);
-		normal16(d);
+		sd_rng_box_muller16(d, 1);
 	}
 }
 

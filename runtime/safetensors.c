@@ -12,6 +12,10 @@
 
 typedef unsigned long long ull;
 
+/* JSON values accepted in a header: about 15 per tensor, so room for 130000 tensors, and a
+ * hostile header of "[0,0,0,..." cannot make the parser allocate gigabytes. */
+#define SD_ST_MAX_VALUES ((size_t)2000000)
+
 /* Every dtype name of the format, with its size; sd < 0 for those this runtime cannot hold. */
 static const struct { const char *name; size_t size; int sd; } st_dtypes[] = {
 	{"F32", 4, SD_F32}, {"F16", 2, SD_F16}, {"BF16", 2, SD_BF16}, {"I32", 4, SD_I32},
@@ -166,7 +170,7 @@ int sd_st_parse(const void *buf, size_t buflen, uint64_t file_size, const char *
 	if (n == 0 || b[8] != '{') return sd_seterr("%s: header does not start with '{' (not a safetensors file?)", what);
 
 	char err[256];
-	sd_json *root = sd_json_parse((const char *)b + 8, (size_t)n, err, sizeof err);
+	sd_json *root = sd_json_parse_limited((const char *)b + 8, (size_t)n, SD_ST_MAX_VALUES, err, sizeof err);
 	if (!root) return sd_seterr("%s: header: %s", what, err);
 	if (root->type != SD_JSON_OBJECT) {
 		sd_json_free(root);

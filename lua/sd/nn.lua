@@ -9,6 +9,9 @@
 -- Memory rule used throughout: a forward never releases its arguments (they belong to the
 -- caller), and releases every intermediate it created as soon as it is dead (x:release() drops
 -- the storage at once), so peak memory does not depend on when the garbage collector runs.
+-- Views count too: a view holds a reference to its storage until it is released or collected,
+-- so temporary views are released as well (tests/lua/test_models.lua checks that a forward
+-- leaves nothing behind with the collector stopped).
 local core = require "sd.core"
 local T = core.tensor
 
@@ -49,10 +52,34 @@ end
 local Store = {}
 Store.__index = Store
 
-function nn.store(weights, what)
+-- init (optional): function(name, shape) -> tensor, called for weights that are absent (random
+-- or constant initialisation for benchmarks and tests; the created tensors join `weights`).
+function nn.store(weights, what, init)
   assert(type(weights) == "table", "nn.store: weights must be a table name -> tensor")
   return setmetatable({weights = weights, what = what or "model", used = {}, missing = {},
-    bad = {}}, Store)
+    bad = {}, init = init}, Store)
+end
+
+-- An init function for nn.store: normal(0, 1/sqrt(fan_in)) weights (1-D tensors: norm weights
+-- 1 + 0.1 n, biases 0.1 n), drawn from generator `gen`, stored as `dtype` (default f32).
+function nn.random_init(gen, dtype)
+  return function(name, shape)
+    local w = T.randn(shape, gen)
+    if #shape == 1 then
+      w:mul_(0.1)
+      if name:match("norm") and name:match("weight$") then w:add_(1) end
+    else
+      local fan_in = 1
+      for i = 2, #shape do fan_in = fan_in * shape[i] end
+      w:mul_(1 / math.sqrt(fan_in))
+    end
+    if dtype and dtype ~= "f32" then
+      local h = w:to(dtype)
+      w:release()
+      w = h
+    end
+    return w
+  end
 end
 
 function Store:has(name)
@@ -61,6 +88,10 @@ end
 
 function Store:get(name, shape)
   local w = self.weights[name]
+  if w == nil and self.init and shape then
+    w = self.init(name, shape)
+    self.weights[name] = w
+  end
   if w == nil then
     self.missing[#self.missing + 1] = name
     return nil
@@ -185,10 +216,11 @@ end
 -- A 1x1 convolution seen as a Linear over the channel dimension (weight (out, in, 1, 1) viewed
 -- as (out, in)): used by Transformer2D, whose proj_in/proj_out are 1x1 convs in SD 1.x and
 -- Linear layers in SD 2.x.
-local function linear_or_1x1(ws, prefix, cin, cout)
+local function linear_or_1x1(ws, prefix, cin, cout, conv)
   local name = join(prefix, "weight")
   local w = ws.weights[name]
-  if w ~= nil and w.ndim == 4 then
+  if w ~= nil then conv = w.ndim == 4 end
+  if conv then
     local l = setmetatable({in_features = cin, out_features = cout}, Linear)
     l.weight = ws:get(name, {cout, cin, 1, 1})
     if l.weight then l.weight = l.weight:view{cout, cin} end
@@ -291,7 +323,27 @@ end
 -- (B,N,H*d) -> (B,H,N,d) view (no copy; T.attention takes any strides but the last)
 local function split_heads(x, heads)
   local s = x.shape
-  return x:view{s[1], s[2], heads, s[3] // heads}:permute{1, 3, 2, 4}
+  local v = x:view{s[1], s[2], heads, s[3] // heads}
+  local p = v:permute{1, 3, 2, 4}
+  v:release()
+  return p
+end
+nn.split_heads = split_heads
+
+-- x:view(shape):permute(perm) without leaving the intermediate view alive
+function nn.view_permute(x, shape, perm)
+  local v = x:view(shape)
+  local p = v:permute(perm)
+  v:release()
+  return p
+end
+
+-- x:permute(perm):reshape(shape) (a copy unless the permutation keeps x contiguous)
+function nn.permute_reshape(x, perm, shape)
+  local p = x:permute(perm)
+  local r = p:reshape(shape)
+  p:release()
+  return r
 end
 
 function Attention:forward(x, ctx, causal)
@@ -300,10 +352,12 @@ function Attention:forward(x, ctx, causal)
   local q = self.to_q:forward(x)
   local k = self.to_k:forward(ctx)
   local v = self.to_v:forward(ctx)
-  local o = T.attention(split_heads(q, self.heads), split_heads(k, self.heads),
-    split_heads(v, self.heads), {causal = causal or self.causal, scale = self.scale})
+  local qh, kh, vh = split_heads(q, self.heads), split_heads(k, self.heads), split_heads(v, self.heads)
   free(q, k, v)
-  local merged = o:transpose(2, 3):reshape{B, N, self.inner}
+  local o = T.attention(qh, kh, vh, {causal = causal or self.causal, scale = self.scale})
+  free(qh, kh, vh)
+  -- o is a (B,H,N,d) view of a contiguous (B,N,H,d) buffer: back to (B,N,H*d) without a copy
+  local merged = nn.permute_reshape(o, {1, 3, 2, 4}, {B, N, self.inner})
   free(o)
   local out = self.to_out:forward(merged)
   free(merged)
@@ -386,14 +440,15 @@ function Transformer2D.new(ws, prefix, opts)
   local inner = heads * dh
   local self = setmetatable({channels = C, inner = inner, heads = heads}, Transformer2D)
   self.norm = GroupNorm.new(ws, join(prefix, "norm"), opts.groups or 32, C, 1e-6)
-  self.proj_in = linear_or_1x1(ws, join(prefix, "proj_in"), C, inner)
+  local conv = not opts.use_linear_projection    -- used when the weights do not say
+  self.proj_in = linear_or_1x1(ws, join(prefix, "proj_in"), C, inner, conv)
   self.blocks = {}
   for i = 1, opts.depth or 1 do
     self.blocks[i] = BasicTransformerBlock.new(ws, join(prefix, "transformer_blocks." .. (i - 1)), {
       dim = inner, heads = heads, dim_head = dh, cross_attention_dim = opts.cross_attention_dim,
       norm_eps = 1e-5, only_cross_attention = opts.only_cross_attention})
   end
-  self.proj_out = linear_or_1x1(ws, join(prefix, "proj_out"), inner, C)
+  self.proj_out = linear_or_1x1(ws, join(prefix, "proj_out"), inner, C, conv)
   return self
 end
 
@@ -401,7 +456,7 @@ end
 function Transformer2D:forward(x, ctx)
   local B, C, H, W = table.unpack(x.shape)
   local n = self.norm:forward(x)
-  local tokens = n:permute{1, 3, 4, 2}:reshape{B, H * W, C}
+  local tokens = nn.permute_reshape(n, {1, 3, 4, 2}, {B, H * W, C})
   free(n)
   local h = self.proj_in:forward(tokens)
   free(tokens)
@@ -412,8 +467,10 @@ function Transformer2D:forward(x, ctx)
   end
   local o = self.proj_out:forward(h)
   free(h)
-  local out = o:view{B, H, W, C}:permute{1, 4, 2, 3} + x
+  local on = nn.view_permute(o, {B, H, W, C}, {1, 4, 2, 3})
   free(o)
+  local out = on + x
+  free(on)
   return out
 end
 
@@ -455,8 +512,9 @@ function ResnetBlock2D:forward(x, temb)
   if self.time_emb_proj and temb then
     local ta = temb:silu()
     local t = self.time_emb_proj:forward(ta); free(ta)
-    h:add_(t:view{t.shape[1], t.shape[2], 1, 1})
-    free(t)
+    local tv = t:view{t.shape[1], t.shape[2], 1, 1}
+    h:add_(tv)
+    free(tv, t)
   end
   local n = self.norm2:forward(h); free(h)
   a = n:silu(); free(n)
@@ -476,10 +534,20 @@ end
 
 -- Pads (0,1,0,1): one zero column on the right, one zero row at the bottom (the VAE encoder's
 -- asymmetric padding before a stride-2 conv without padding).
+-- x:narrow(3, y0, h):narrow(4, x0, w) (1-based starts) without an intermediate view left alive
+function nn.narrow2(x, y0, h, x0, w)
+  local a = x:narrow(3, y0, h)
+  local b = a:narrow(4, x0, w)
+  a:release()
+  return b
+end
+
 function nn.pad_right_bottom(x)
   local N, C, H, W = table.unpack(x.shape)
   local y = T.zeros({N, C, H + 1, W + 1}, x.dtype)
-  y:narrow(3, 1, H):narrow(4, 1, W):copy_(x)
+  local r = nn.narrow2(y, 1, H, 1, W)
+  r:copy_(x)
+  r:release()
   return y
 end
 
@@ -617,12 +685,14 @@ end
 function SpatialAttention:forward(x)
   local B, C, H, W = table.unpack(x.shape)
   local n = self.group_norm:forward(x)
-  local tokens = n:view{B, C, H * W}:transpose(2, 3):contiguous()
+  local tokens = nn.permute_reshape(n, {1, 3, 4, 2}, {B, H * W, C})
   free(n)
   local a = self.attn:forward(tokens)
   free(tokens)
-  local out = a:transpose(2, 3):reshape{B, C, H, W} + x
+  local back = nn.view_permute(a, {B, H, W, C}, {1, 4, 2, 3})
   free(a)
+  local out = back + x
+  free(back)
   if self.rescale ~= 1 then out:div_(self.rescale) end
   return out
 end
@@ -633,12 +703,13 @@ end
 
 -- Down block (CrossAttnDownBlock2D, DownBlock2D, DownEncoderBlock2D).
 --   opts: cin, cout, layers, temb_channels, groups, eps, attention (table of Transformer2D opts
---         or nil), downsample (bool), downsample_padding
+--         or nil), downsample (bool), downsample_padding, skips (false: the VAE encoder, which
+--         keeps no skip outputs)
 local DownBlock = class("DownBlock")
 nn.DownBlock = DownBlock
 
 function DownBlock.new(ws, prefix, opts)
-  local self = setmetatable({resnets = {}, attentions = {}}, DownBlock)
+  local self = setmetatable({resnets = {}, attentions = {}, skips = opts.skips ~= false}, DownBlock)
   for i = 1, opts.layers do
     self.resnets[i] = ResnetBlock2D.new(ws, join(prefix, "resnets." .. (i - 1)), {
       cin = i == 1 and opts.cin or opts.cout, cout = opts.cout, temb_channels = opts.temb_channels,
@@ -659,7 +730,7 @@ end
 
 -- Returns the output and the list of skip outputs (each resnet/attention output, then the
 -- downsampled one). The skip outputs are new tensors owned by the caller; the output is the last
--- of them.
+-- of them. Without skips (VAE) the list is empty and intermediates are released at once.
 function DownBlock:forward(x, temb, ctx)
   local skips = {}
   local h = x
@@ -671,12 +742,15 @@ function DownBlock:forward(x, temb, ctx)
       free(r)
       r = a
     end
+    if not self.skips and h ~= x then free(h) end
     h = r
-    skips[#skips + 1] = h
+    if self.skips then skips[#skips + 1] = h end
   end
   if self.downsampler then
-    h = self.downsampler:forward(h)
-    skips[#skips + 1] = h
+    local d = self.downsampler:forward(h)
+    if not self.skips and h ~= x then free(h) end
+    h = d
+    if self.skips then skips[#skips + 1] = h end
   end
   return h, skips
 end

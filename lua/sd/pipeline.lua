@@ -32,7 +32,8 @@ function Pipeline.new(parts, opts)
   self.family = parts.family
   self.path = parts.path
   self.model = parts.path and parts.path:match("([^/]+)$"):gsub("%.[^.]*$", "") or "model"
-  self.model_hash = parts.model_hash
+  -- AUTOMATIC1111's short hash of a single file (diffusers folders have none)
+  self.model_hash = parts.model_hash or (parts.layout == "single" and core.image.model_hash(parts.path)) or nil
   self.text_encoder = CLIP.new(parts.text_encoder.config, parts.text_encoder.weights, parts.text_encoder.opts)
   self.unet = UNet.new(parts.unet.config, parts.unet.weights, parts.unet.opts)
   self.vae = VAE.new(parts.vae.config, parts.vae.weights, parts.vae.opts)

@@ -123,6 +123,9 @@ static void test_bands(void)
 	one_conv(1, 32, 64, 64, 8, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 40);
 	/* kdim = 4608 -> bands of 227 pixels */
 	one_conv(1, 512, 20, 20, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 41);
+	/* the per-thread band path (>= 256 output pixels per thread) with a batch and groups */
+	one_conv(2, 6, 24, 24, 6, 3, 3, P(1, 1, 1, 3), 1, SD_F32, 43);
+	one_conv(2, 4, 40, 30, 4, 3, 3, P(1, 1, 2, 2), 0, SD_BF16, 44);
 	/* bigger than a widened weight tile: o > 128 rows with kdim 9216 */
 	one_conv(1, 1024, 3, 3, 130, 3, 3, P(1, 1, 1, 1), 1, SD_BF16, 42);
 }

@@ -1,9 +1,11 @@
 /* The torch-compatible generator: mt19937 reference values, torch's known draws, the serial
- * normal cache, the 16-block path and its tail, state round trips. The full comparison with
- * torch's numbers is the golden test tests/lua/test_rng.lua. */
+ * normal cache, the 16-block path (bit for bit torch's, portable and AVX2 versions) and its tail,
+ * state round trips. The full comparison with torch's numbers is the golden test
+ * tests/lua/test_rng.lua. */
 #include <math.h>
 #include <string.h>
 #include "check.h"
+#include "cpu.h"
 #include "rng.h"
 
 static void mt_reference(void)
@@ -95,6 +97,15 @@ static void serial_cache(void)
 	CHECK(a[0] == (float)(r * cos(th)) && a[1] == (float)(r * sin(th)), "serial Box-Muller mismatch");
 }
 
+/* FNV-1a over the bytes of n floats */
+static uint64_t fnv(const float *p, int64_t n)
+{
+	const unsigned char *b = (const unsigned char *)p;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (int64_t i = 0; i < 4 * n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+	return h;
+}
+
 static void block_path(void)
 {
 	/* n = 20: uniforms u[0..20) then 16 fresh; out[0..4) from the first block, out[4..20) recomputed */
@@ -104,19 +115,22 @@ static void block_path(void)
 	sd_rng_seed(&h, 99);
 	sd_rng_randn_f32(&g, out, 20);
 	for (int i = 0; i < 36; i++) u[i] = sd_rng_uniform_f32(&h);
-	const float two_pi = (float)(2.0 * M_PI);
-	int ok = 1;
-	for (int j = 0; j < 4; j++) { /* only out[0..4) of the first block survive */
-		float rr = sqrtf(-2.0f * logf(1.0f - u[j]));
-		ok &= out[j] == rr * cosf(two_pi * u[j + 8]);
-	}
-	for (int j = 0; j < 8; j++) {
-		float rr = sqrtf(-2.0f * logf(1.0f - u[20 + j]));
-		ok &= out[4 + j] == rr * cosf(two_pi * u[28 + j]);
-		ok &= out[12 + j] == rr * sinf(two_pi * u[28 + j]);
-	}
-	CHECK(ok, "block path or tail recomputation mismatch");
+	float b1[16], b2[16];
+	memcpy(b1, u, sizeof b1);
+	memcpy(b2, u + 20, sizeof b2);
+	sd_rng_box_muller16_generic(b1, 1);
+	sd_rng_box_muller16_generic(b2, 1);
+	CHECK(memcmp(out, b1, 4 * sizeof *out) == 0, "out[0..4) is not the first block's");
+	CHECK(memcmp(out + 4, b2, sizeof b2) == 0, "tail not recomputed from 16 fresh uniforms");
 	CHECK(sd_rng_u32(&g) == sd_rng_u32(&h), "engine position after randn(20)");
+	/* Box-Muller within a few float32 ulps of the same formula in double */
+	double worst = 0;
+	for (int j = 0; j < 8; j++) {
+		double r = sqrt(-2.0 * log(1.0 - (double)u[20 + j])), th = (double)(float)(2.0 * M_PI) * u[28 + j];
+		worst = fmax(worst, fabs(out[4 + j] - r * cos(th)));
+		worst = fmax(worst, fabs(out[12 + j] - r * sin(th)));
+	}
+	CHECK(worst < 1e-6, "block path off the double formula by %g", worst);
 	/* statistics of a large draw */
 	static float big[1 << 18];
 	sd_rng_randn_f32(&g, big, 1 << 18);
@@ -124,6 +138,80 @@ static void block_path(void)
 	for (int i = 0; i < 1 << 18; i++) { s += big[i]; s2 += (double)big[i] * big[i]; }
 	double mean = s / (1 << 18), var = s2 / (1 << 18) - mean * mean;
 	CHECK(fabs(mean) < 0.01 && fabs(var - 1) < 0.01, "mean %g var %g", mean, var);
+}
+
+/* torch.randn bit for bit (hashes of reference randn.safetensors tensors, and their first values),
+ * by the dispatching path, the portable one and, when the CPU has it, the AVX2 one. */
+static void torch_bits(void)
+{
+	static const struct { uint64_t seed; int64_t n; uint64_t hash; uint32_t first[4]; } ref[] = {
+		{42, 4 * 64 * 64, 0xa6f589a085841b88ULL, {0x3ff6a529, 0x3fbe5f53, 0x3f669567, 0xc006c0db}},
+		{0, 4 * 96 * 64, 0xa61b4857089dae5bULL, {0xbf901b85, 0xbf93808a, 0xbe804bd6, 0xbede255d}},
+		{1234567, 2 * 4 * 16 * 16, 0xddad597696efcaa4ULL, {0xbfbb238b, 0xbe909631, 0x401d2cdd, 0x3fce32c3}},
+	};
+	static float a[4 * 96 * 64], b[4 * 96 * 64];
+	const sd_cpu *cpu = sd_cpu_features();
+	for (size_t t = 0; t < sizeof ref / sizeof ref[0]; t++) {
+		sd_rng g;
+		int64_t n = ref[t].n;
+		sd_rng_seed(&g, ref[t].seed);
+		sd_rng_randn_f32(&g, a, n);
+		uint32_t first[4];
+		memcpy(first, a, sizeof first);
+		CHECK(memcmp(first, ref[t].first, sizeof first) == 0, "seed %llu: first values %08x %08x %08x %08x",
+		      (unsigned long long)ref[t].seed, first[0], first[1], first[2], first[3]);
+		CHECK(fnv(a, n) == ref[t].hash, "seed %llu n %lld: not torch's bits (hash %016llx)",
+		      (unsigned long long)ref[t].seed, (long long)n, (unsigned long long)fnv(a, n));
+		sd_rng_seed(&g, ref[t].seed);
+		sd_rng_rand_f32(&g, b, n);
+		sd_rng_box_muller16_generic(b, n / 16);
+		CHECK(fnv(b, n) == ref[t].hash, "seed %llu: generic path not torch's bits", (unsigned long long)ref[t].seed);
+		if (cpu->avx2 && cpu->fma) {
+			sd_rng_seed(&g, ref[t].seed);
+			sd_rng_rand_f32(&g, b, n);
+			sd_rng_box_muller16_avx2(b, n / 16);
+			CHECK(fnv(b, n) == ref[t].hash, "seed %llu: avx2 path not torch's bits", (unsigned long long)ref[t].seed);
+		}
+	}
+}
+
+/* Every possible uniform as u[j] (the radius) and as u[j + 8] (the angle): the portable and
+ * AVX2 versions agree bit for bit, stay close to the double formula, and u = 0 gives +0. */
+static void generic_matches_avx2(void)
+{
+	const sd_cpu *cpu = sd_cpu_features();
+	enum { CHUNK = 1 << 16 }; /* uniforms per chunk, as 8 per block */
+	static float a[2 * CHUNK], b[2 * CHUNK];
+	int64_t ndiff = 0;
+	double worst = 0;
+	for (uint32_t base = 0; base < (1U << 24); base += CHUNK) {
+		for (uint32_t k = 0; k < CHUNK; k++) {
+			uint32_t i = base + k, blk = k / 8, j = k % 8;
+			a[16 * blk + j] = (float)i * 0x1p-24f;
+			a[16 * blk + 8 + j] = (float)((i * 2654435761U) & 0xffffffU) * 0x1p-24f; /* a bijection */
+		}
+		memcpy(b, a, sizeof a);
+		sd_rng_box_muller16_generic(a, CHUNK / 8);
+		if (cpu->avx2 && cpu->fma) {
+			sd_rng_box_muller16_avx2(b, CHUNK / 8);
+			for (int k = 0; k < 2 * CHUNK; k++) ndiff += memcmp(&a[k], &b[k], sizeof *a) != 0;
+		}
+		if (base % (1U << 20) == 0) { /* accuracy on a sample */
+			for (uint32_t k = 0; k < CHUNK; k++) {
+				uint32_t i = base + k, blk = k / 8, j = k % 8;
+				double r = sqrt(-2.0 * log(1.0 - (double)((float)i * 0x1p-24f)));
+				double th = (double)(float)(2.0 * M_PI) * (double)((float)((i * 2654435761U) & 0xffffffU) * 0x1p-24f);
+				double ec = fabs(a[16 * blk + j] - r * cos(th)), es = fabs(a[16 * blk + 8 + j] - r * sin(th));
+				worst = fmax(worst, fmax(ec, es) / fmax(r, 1.0));
+			}
+		}
+		if (base == 0) {
+			CHECK(a[0] == 0 && !signbit(a[0]) && a[8] == 0 && !signbit(a[8]), "u = 0: %g %g", a[0], a[8]);
+		}
+	}
+	CHECK(ndiff == 0, "%lld values differ between the generic and AVX2 paths", (long long)ndiff);
+	CHECK(worst < 1e-6, "off the double formula by %g (relative to max(r, 1))", worst);
+	if (!(cpu->avx2 && cpu->fma)) printf("# no AVX2 + FMA here: generic path only\n");
 }
 
 static void state_roundtrip(void)
@@ -152,6 +240,8 @@ int main(void)
 	RUN("rng: torch.rand / torch.randn known values", torch_known());
 	RUN("rng: serial normal cache", serial_cache());
 	RUN("rng: 16-block path and tail", block_path());
+	RUN("rng: 16-block path is torch's bit for bit (dispatch, generic, avx2)", torch_bits());
+	RUN("rng: generic and AVX2 Box-Muller agree on every uniform", generic_matches_avx2());
 	RUN("rng: state round trip", state_roundtrip());
 	CHECK_DONE();
 }

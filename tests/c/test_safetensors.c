@@ -84,6 +84,12 @@ static void json_strict(void)
 	v = sd_json_parse(deep + 100 - SD_JSON_MAX_DEPTH, 2 * SD_JSON_MAX_DEPTH, err, sizeof err);
 	CHECK(v != NULL, "nesting at the limit rejected: %s", err);
 	sd_json_free(v);
+	v = sd_json_parse_limited("[1,[2],3]", 9, 4, err, sizeof err);
+	CHECK(!v && strstr(err, "too many values"), "value limit: %s", v ? "accepted" : err);
+	sd_json_free(v);
+	v = sd_json_parse_limited("[1,[2],3]", 9, 5, err, sizeof err);
+	CHECK(v != NULL, "value limit off by one: %s", err);
+	sd_json_free(v);
 	v = sd_json_parse("\"a\\u0000b\"", 10, err, sizeof err);
 	CHECK(v && v->len == 3 && v->str[1] == 0, "embedded NUL");
 	sd_json_free(v);

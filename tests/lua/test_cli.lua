@@ -204,6 +204,9 @@ test.case("cli: REPL fed through a pipe", function()
     "  1, 2, 3}",
     "=x",
     "setmetatable({}, {__tostring = function() return 'pretty' end})",
+    "{2, 3}, {1, 'a\\nb', {k = true, ['end'] = 2, [10] = 0.5}}",
+    "t = {}; t.self = t",
+    "t",
     "for i = 1, 2 do",
     "  print(i)",
     "end",
@@ -212,7 +215,8 @@ test.case("cli: REPL fed through a pipe", function()
   }, "\n") .. "\n"
   local rc, out, err = run("", input)
   test.eq(rc, 0, "exit code (" .. err .. ")")
-  test.eq(out, "21\n40\ttwo\ns\tnil\ttrue\t1.5\nstill running\n20\npretty\n1\n2\ndone\n", "stdout")
+  test.eq(out, "21\n40\ttwo\ns\tnil\ttrue\t1.5\nstill running\n20\npretty\n" ..
+    '{2, 3}\t{1, "a\\nb", {[10] = 0.5, ["end"] = 2, k = true}}\n{self = <cycle>}\n1\n2\ndone\n', "stdout")
   has(err, "sdlua: stdin:1: oops", "runtime error reported")
   has(err, "sdlua: stdin:1: unexpected symbol near '='", "syntax error reported")
   -- a chunk left open at the end of input
@@ -243,5 +247,21 @@ test.case("cli: Ctrl-C interrupts running code", function()
   has(err, "interrupted!", "stderr")
   test.eq(out, "alive\n42\n", "REPL output after the interruption")
 end)
+
+-- The same core as a C module of the stock interpreter (docs/cli-runtime.md).
+local have_lua = os.execute("command -v lua5.4 >/dev/null 2>&1")
+local have_so = io.open("lib/sd/core.so", "rb")
+if have_so then have_so:close() end
+if not (have_lua and have_so) then
+  test.skip("cli: sd from plain lua5.4", "needs lua5.4 and lib/sd/core.so")
+else
+  test.case("cli: sd from plain lua5.4", function()
+    local env = 'LUA_CPATH="$PWD/lib/?.so;;" LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" '
+    local rc, out, err = sh(env .. "SDLUA_THREADS=1 lua5.4 -e " ..
+      q('local sd = require "sd"; print(sd.threads(), type(sd.memory().current), sd.crc32("a"))'))
+    test.eq(rc, 0, "exit code (" .. err .. ")")
+    test.eq(out, "1\tnumber\t3904355907\n", "stdout")
+  end)
+end
 
 os.execute("rm -rf " .. q(tmpdir))

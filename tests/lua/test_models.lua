@@ -21,6 +21,14 @@ local function read_json(path)
   return cjson.decode(s)
 end
 
+local function load_vae(model)
+  local VAE = require "sd.models.vae"
+  local root = test.reference()
+  local weights = sd.safetensors.load(root .. "/" .. model .. "/vae/diffusion_pytorch_model.safetensors")
+  local config = read_json(root .. "/" .. model .. "/vae/config.json")
+  return VAE.new(config, weights)
+end
+
 local function tol_of(meta)
   return assert(tonumber(meta.suggested_abs_tolerance), "golden has no suggested_abs_tolerance")
 end
@@ -113,6 +121,13 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
     end
     local skip = te:forward(g.input_ids, {clip_skip = 2})
     test.within(maxerr(skip, g.clip_skip1), tol, "clip_skip1 (clip_skip=2 in webui terms)")
+    -- config.layer = "penultimate" (what the loader sets for OpenCLIP towers): clip_skip counts from there
+    local c2 = {}
+    for k, v in pairs(config) do c2[k] = v end
+    c2.layer = "penultimate"
+    local te2 = CLIP.new(c2, weights)
+    test.within(maxerr(te2:forward(g.input_ids), g.clip_skip1), tol, "layer=penultimate")
+    test.raises(function() te:forward(g.input_ids, {clip_skip = 4}) end, "clip_skip")
     -- plain forward equals the hidden-states forward
     test.within(maxerr(te:forward(g.input_ids), g.last_hidden_state), tol, "last_hidden_state (plain forward)")
   end)
@@ -154,16 +169,131 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
   end)
 end
 
+local function load_unet(model, convert)
+  local UNet = require "sd.models.unet"
+  local root = test.reference()
+  local weights = sd.safetensors.load(root .. "/" .. model .. "/unet/diffusion_pytorch_model.safetensors")
+  if convert then
+    local w2 = {}
+    for k, v in pairs(weights) do w2[k] = convert(k, v) end
+    weights = w2
+  end
+  return UNet.new(read_json(root .. "/" .. model .. "/unet/config.json"), weights), weights
+end
+
+-- Building from a config alone (opts.init creates the weights) asks for exactly the names and
+-- shapes that diffusers / transformers write.
+for _, part in ipairs{{"unet", "unet/diffusion_pytorch_model.safetensors", "sd.models.unet"},
+    {"vae", "vae/diffusion_pytorch_model.safetensors", "sd.models.vae"},
+    {"text_encoder", "text_encoder/model.safetensors", "sd.models.clip"}} do
+  for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
+    local name, file, mod = part[1], part[2], part[3]
+    test.golden(model .. ": " .. name .. " built from its config asks for the stored names and shapes",
+      model .. "/" .. file, function(path)
+      local real = sd.safetensors.load(path)
+      local made = {}
+      require(mod).new(read_json(test.reference(model .. "/" .. name .. "/config.json")), made,
+        {init = function(_, shape) return T.zeros(shape) end})
+      local diffs = {}
+      for k, v in pairs(real) do
+        if not made[k] then diffs[#diffs + 1] = "not built: " .. k
+        elseif table.concat(made[k].shape, ",") ~= table.concat(v.shape, ",") then
+          diffs[#diffs + 1] = "shape of " .. k
+        end
+      end
+      for k in pairs(made) do if not real[k] then diffs[#diffs + 1] = "not stored: " .. k end end
+      table.sort(diffs)
+      test.eq(#diffs, 0, "differences (" .. table.concat(diffs, "; ", 1, math.min(#diffs, 5)) .. ")")
+    end)
+  end
+end
+
+-- Half-precision weights stay half in memory (linear/conv2d widen them tile by tile); the error
+-- against the f32 golden is then dominated by the rounding of the weights themselves.
+for _, dt in ipairs{"f16", "bf16"} do
+  test.golden("tiny-sd1: unet with " .. dt .. " weights", "goldens/tiny-sd1/unet.safetensors", function(path)
+    local unet = load_unet("tiny-sd1", function(_, v) return v:to(dt) end)
+    test.eq(unet.conv_in.weight.dtype, dt, "big weights stay " .. dt)
+    test.eq(unet.conv_in.bias.dtype, "f32", "biases widened to f32")
+    local g = sd.safetensors.load(path)
+    local out = unet:forward(g.sample, g.timesteps, g.encoder_hidden_states)
+    -- weight rounding: f16 ~ 2^-11, bf16 ~ 2^-8 relative; |out| is about 5
+    test.within(maxerr(out, g.out), dt == "f16" and 5e-3 or 5e-2, "out with " .. dt .. " weights")
+  end)
+end
+
+test.golden("unet: missing weights are listed by name", "goldens/tiny-sd1/unet.safetensors", function()
+  local err = test.raises(function()
+    load_unet("tiny-sd1", function(k, v)
+      if k == "mid_block.resnets.1.conv2.weight" or k == "up_blocks.2.attentions.0.proj_out.bias" then return nil end
+      return v
+    end)
+  end, "missing weight")
+  test.truthy(err:find("mid_block.resnets.1.conv2.weight", 1, true), "names the first: " .. err)
+  test.truthy(err:find("up_blocks.2.attentions.0.proj_out.bias", 1, true), "names the second: " .. err)
+  -- an extra weight is reported as unused, not an error
+  local UNet = require "sd.models.unet"
+  local root = test.reference()
+  local w = sd.safetensors.load(root .. "/tiny-sd1/unet/diffusion_pytorch_model.safetensors")
+  w["extra.weight"] = T.zeros{1}
+  local unet = UNet.new(read_json(root .. "/tiny-sd1/unet/config.json"), w, {quiet = true})
+  test.eq(#unet.unused_weights, 1, "unused count")
+  test.eq(unet.unused_weights[1], "extra.weight", "unused name")
+end)
+
+-- A forward releases its intermediates itself: with the collector stopped, what is still
+-- allocated afterwards is the output (plus, until runtime/lnn.c releases it, the internal buffer
+-- T.attention returns a view of, counted here by wrapping T.attention).
+test.golden("unet/vae/clip: forward frees its intermediates without the GC", "goldens/tiny-sd1/unet.safetensors",
+  function(path)
+  local unet = load_unet("tiny-sd1")
+  local g = sd.safetensors.load(path)
+  local orig = T.attention
+  local held = 0
+  T.attention = function(...)
+    local o = orig(...)
+    held = held + o:numel() * 4
+    return o
+  end
+  local ok, err = pcall(function()
+    collectgarbage("collect")
+    collectgarbage("stop")
+    local m0 = sd.memory().current
+    local out = unet:forward(g.sample, g.timesteps, g.encoder_hidden_states)
+    local left = sd.memory().current - m0 - out:numel() * 4
+    io.write(string.format("  unet: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
+    test.truthy(left <= held, "unet forward leaves only its output")
+    held = 0
+    local vae = load_vae("tiny-sd1")
+    local gv = sd.safetensors.load(test.reference("goldens/tiny-sd1/vae.safetensors"))
+    collectgarbage("collect")
+    collectgarbage("stop")
+    m0 = sd.memory().current
+    local img = vae:decode(gv["decode.z"])
+    left = sd.memory().current - m0 - img:numel() * 4
+    io.write(string.format("  vae decode: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
+    test.truthy(left <= held, "vae decode leaves only its output")
+    held = 0
+    local CLIP = require "sd.models.clip"
+    local te = CLIP.new(read_json(test.reference("tiny-sd1/text_encoder/config.json")),
+      sd.safetensors.load(test.reference("tiny-sd1/text_encoder/model.safetensors")))
+    local gt = sd.safetensors.load(test.reference("goldens/tiny-sd1/text_encoder.safetensors"))
+    collectgarbage("collect")
+    collectgarbage("stop")
+    m0 = sd.memory().current
+    local e = te:forward(gt.input_ids)
+    left = sd.memory().current - m0 - e:numel() * 4
+    io.write(string.format("  clip: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
+    test.truthy(left <= held, "clip forward leaves only its output")
+  end)
+  T.attention = orig
+  collectgarbage("restart")
+  if not ok then error(err, 0) end
+end)
+
 -- ---------------------------------------------------------------------------------------------
 -- VAE
 
-local function load_vae(model)
-  local VAE = require "sd.models.vae"
-  local root = test.reference()
-  local weights = sd.safetensors.load(root .. "/" .. model .. "/vae/diffusion_pytorch_model.safetensors")
-  local config = read_json(root .. "/" .. model .. "/vae/config.json")
-  return VAE.new(config, weights)
-end
 
 for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
   test.golden(model .. ": vae decode/encode vs golden", "goldens/" .. model .. "/vae.safetensors", function(path)
@@ -179,22 +309,26 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
       if e > tol then bad[#bad + 1] = name end
     end
     -- decode_small with intermediates
+    local function check_inter(rec, pattern)
+      local names = {}
+      for k in pairs(g) do if k:match(pattern) then names[#names + 1] = k end end
+      table.sort(names)
+      for _, k in ipairs(names) do
+        local n = k:match(pattern)
+        test.truthy(rec[n], "recorded " .. k)
+        check(rec[n], k)
+      end
+    end
     local rec = {}
     local out = vae:decode(g["decode_small.z"], {record = rec})
-    for k in pairs(g) do
-      local n = k:match("^decode_small%.inter%.(.*)$")
-      if n then test.truthy(rec[n], "recorded " .. k); check(rec[n], k) end
-    end
+    check_inter(rec, "^decode_small%.inter%.(.*)$")
     check(out, "decode_small.out")
     -- decode 16x16 -> 128x128
     check(vae:decode(g["decode.z"], {tile = false}), "decode.out")
     -- encode with intermediates, distribution and sample
     rec = {}
     local mean, logvar, dist = vae:encode(g["encode.x"], {record = rec})
-    for k in pairs(g) do
-      local n = k:match("^encode%.inter%.(.*)$")
-      if n then test.truthy(rec[n], "recorded " .. k); check(rec[n], k) end
-    end
+    check_inter(rec, "^encode%.inter%.(.*)$")
     check(dist.moments, "encode.moments")
     check(mean, "encode.mean")
     check(logvar, "encode.logvar")
@@ -221,6 +355,22 @@ test.golden("tiny-sd1: vae tiled decode/encode vs untiled", "goldens/tiny-sd1/va
   io.write(string.format("  tiled decode (8x8 latent tiles, overlap 4) vs untiled: max %.3g, mean %.3g; |out| max %.3g\n",
     e, mean_e, full:abs():max():item()))
   test.truthy(e == e and mean_e < 0.5, "tiled decode is close to untiled")
+  -- seams: the largest step between neighbouring pixels is no larger than in the untiled image
+  local function max_step(img)
+    local W = img.shape[4]
+    local a, b = img:narrow(4, 2, W - 1), img:narrow(4, 1, W - 1)
+    local dx = (a - b):abs():max():item()
+    local H = img.shape[3]
+    a, b = img:narrow(3, 2, H - 1), img:narrow(3, 1, H - 1)
+    return math.max(dx, (a - b):abs():max():item())
+  end
+  local st, sf = max_step(tiled), max_step(full)
+  io.write(string.format("  largest neighbour step: tiled %.3g, untiled %.3g\n", st, sf))
+  test.truthy(st <= 1.25 * sf, "no seam steps beyond the image's own")
+  -- 2x2 tiles of 12x12 overlapping by 8
+  local tiled2 = vae:decode(z, {tile = true, tile_size = 12, tile_overlap = 8})
+  io.write(string.format("  tiled decode (12x12 latent tiles, overlap 8) vs untiled: max %.3g, mean %.3g\n",
+    maxerr(tiled2, full), (tiled2 - full):abs():mean():item()))
   -- one tile covering everything is exactly the untiled decode
   local one = vae:decode(z, {tile = true, tile_size = 16})
   test.within(maxerr(one, full), 0, "single-tile decode == untiled")

@@ -295,7 +295,8 @@ function detect.derive(header, opts)
   local u = detect.unet_structure(header)
   local v = detect.vae_structure(header)
   local c = detect.clip_structure(header, r.text_layout, r.hf_prefix)
-  local family = r.text_layout == "openclip" and "sd2" or "sd1"
+  -- OpenCLIP names mean SD 2.x; so does a 1024-wide text encoder stored under transformers names
+  local family = (r.text_layout == "openclip" or c.hidden_size == 1024) and "sd2" or "sd1"
   if u.cross_attention_dim ~= c.hidden_size then
     error(("inconsistent checkpoint: the U-Net cross-attention width is %d but the text encoder width is %d")
       :format(u.cross_attention_dim, c.hidden_size), 0)

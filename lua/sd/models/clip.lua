@@ -57,13 +57,20 @@ function CLIP.new(config, weights, opts)
   local c = {}
   for k, v in pairs(defaults) do c[k] = v end
   for k, v in pairs(config or {}) do if type(v) ~= "userdata" then c[k] = v end end
+  weights = weights or {}
   -- accept names with or without the "text_model." prefix
   local prefix = "text_model."
   if weights["embeddings.token_embedding.weight"] and not weights[prefix .. "embeddings.token_embedding.weight"] then
     prefix = ""
   end
-  local ws = nn.store(weights, "text_encoder")
-  local self = setmetatable({config = c, clip_skip = opts.clip_skip or 1}, CLIP)
+  local ws = nn.store(weights, "text_encoder", opts.init)
+  -- config.layer = "penultimate" (the loader sets it for OpenCLIP towers used as SD 2.x does):
+  -- the model's own output is the penultimate layer; clip_skip counts from there.
+  if c.layer ~= nil and c.layer ~= "last" and c.layer ~= "penultimate" then
+    error("text_encoder config: layer must be \"last\" or \"penultimate\", got " .. tostring(c.layer), 2)
+  end
+  local self = setmetatable({config = c, clip_skip = opts.clip_skip or 1,
+    base_skip = c.layer == "penultimate" and 1 or 0}, CLIP)
   local d = c.hidden_size
   self.token_embedding = nn.Embedding.new(ws, prefix .. "embeddings.token_embedding", c.vocab_size, d)
   self.position_embedding = nn.Embedding.new(ws, prefix .. "embeddings.position_embedding",
@@ -88,7 +95,8 @@ end
 
 -- ids: (B,L) tensor of integer values (any dtype) or nested Lua lists.
 -- opts.clip_skip (AUTOMATIC1111's meaning): 1 = last layer, 2 = penultimate layer, ...; the
--- final LayerNorm is applied to the chosen layer's output in every case.
+-- final LayerNorm is applied to the chosen layer's output in every case. With config.layer =
+-- "penultimate" the count starts one layer earlier (clip_skip = 1 uses the penultimate layer).
 -- opts.hidden_states = true: also returns a table hs with hs[0] = embeddings and hs[k] = output
 -- of layer k (before the final LayerNorm), as transformers' output_hidden_states.
 -- Returns (B,L,hidden) f32.
@@ -96,16 +104,27 @@ function CLIP:forward(ids, opts)
   opts = opts or {}
   local skip = opts.clip_skip or self.clip_skip or 1
   local n = #self.layers
-  if skip < 1 or skip > n then error(string.format("clip: clip_skip must be 1..%d, got %s", n, tostring(skip)), 2) end
+  if type(skip) ~= "number" or skip % 1 ~= 0 or skip < 1 or skip + self.base_skip > n then
+    error(string.format("clip: clip_skip must be an integer in 1..%d, got %s", n - self.base_skip, tostring(skip)), 2)
+  end
+  skip = math.tointeger(skip) + self.base_skip
   local want_hs = opts.hidden_states
+  local given = ids
   ids = nn.as_ids(ids)
-  if ids.ndim == 1 then ids = ids:view{1, ids.shape[1]} end
+  if ids.ndim == 1 then
+    local v = ids:view{1, ids.shape[1]}
+    if ids ~= given then ids:release() end
+    ids = v
+  end
   local L = ids.shape[2]
   if L > self.position_embedding.num then
     error(string.format("clip: %d tokens, the model has %d positions", L, self.position_embedding.num), 2)
   end
   local tok = self.token_embedding:forward(ids)
-  local h = tok:add_(self.position_embedding.weight:narrow(1, 1, L))
+  if ids ~= given then ids:release() end
+  local pos = self.position_embedding.weight:narrow(1, 1, L)
+  local h = tok:add_(pos)
+  pos:release()
   local hs = want_hs and {[0] = h} or nil
   local last = n - (skip - 1)               -- index of the layer whose output is used
   for i = 1, last do

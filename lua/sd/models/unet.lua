@@ -85,7 +85,8 @@ function UNet.new(config, weights, opts)
   local temb_dim = c.time_embedding_dim or boc[1] * 4
   local conv_in_k, conv_out_k = c.conv_in_kernel or 3, c.conv_out_kernel or 3
 
-  local ws = nn.store(weights, "unet")
+  weights = weights or {}
+  local ws = nn.store(weights, "unet", opts.init)
   local self = setmetatable({config = c, in_channels = in_ch, out_channels = out_ch}, UNet)
 
   self.time_proj = nn.Timesteps.new(boc[1], c.flip_sin_to_cos ~= false, c.freq_shift or 0)
@@ -193,6 +194,8 @@ function UNet:forward(x, t, ctx, opts)
   if ctx.shape[1] ~= B then
     error(string.format("unet: batch of %d latents but %d text embeddings", B, ctx.shape[1]), 2)
   end
+  local given_x, given_ctx = x, ctx
+  if x.dtype ~= "f32" then x = x:to("f32") end
   if ctx.dtype ~= "f32" then ctx = ctx:to("f32") end
 
   -- time embedding
@@ -243,6 +246,8 @@ function UNet:forward(x, t, ctx, opts)
   keep("conv_norm_out", n)
   local a = n:silu(); nn.free(n)
   local out = self.conv_out:forward(a); nn.free(a)
+  if x ~= given_x then nn.free(x) end
+  if ctx ~= given_ctx then nn.free(ctx) end
   return out
 end
 

@@ -33,7 +33,7 @@ function Encoder.new(ws, prefix, c)
     local cin = out
     out = boc[i]
     self.down_blocks[i] = nn.DownBlock.new(ws, prefix .. ".down_blocks." .. (i - 1), {cin = cin, cout = out,
-      layers = lpb, groups = groups, eps = EPS, downsample = i < #boc, downsample_padding = 0})
+      layers = lpb, groups = groups, eps = EPS, downsample = i < #boc, downsample_padding = 0, skips = false})
   end
   self.mid_block = nn.MidBlock.new(ws, prefix .. ".mid_block", {channels = boc[#boc], groups = groups, eps = EPS,
     spatial_attention = c.mid_block_add_attention ~= false, dim_head = boc[#boc]})
@@ -46,8 +46,7 @@ function Encoder:forward(x, keep)
   local h = self.conv_in:forward(x)
   keep("encoder.conv_in", h)
   for i, block in ipairs(self.down_blocks) do
-    local out, skips = block:forward(h, nil, nil)
-    for _, s in ipairs(skips) do if s ~= out then nn.free(s) end end
+    local out = block:forward(h, nil, nil)
     if h ~= x then nn.free(h) end
     h = out
     keep("encoder.down." .. (i - 1), h)
@@ -113,7 +112,8 @@ function VAE.new(config, weights, opts)
   local c = {}
   for k, v in pairs(defaults) do c[k] = v end
   for k, v in pairs(config or {}) do if type(v) ~= "userdata" then c[k] = v end end
-  local ws = nn.store(weights, "vae")
+  weights = weights or {}
+  local ws = nn.store(weights, "vae", opts.init)
   local self = setmetatable({config = c, scaling_factor = c.scaling_factor,
     downscale = 1 << (#c.block_out_channels - 1),
     tile_size = 64, tile_overlap = 16, auto_tile_latent_pixels = 128 * 128}, VAE)
@@ -186,25 +186,29 @@ local function tiled(x, fn, size, ov, align, o)
     local wy = ramp(ys, i, th, o)
     for j = 1, #xs do
       local wx = ramp(xs, j, tw, o)
-      local tile = x:narrow(3, ys[i] + 1, th):narrow(4, xs[j] + 1, tw):contiguous()
+      local tv = nn.narrow2(x, ys[i] + 1, th, xs[j] + 1, tw)
+      local tile = tv:contiguous()
+      nn.free(tv)
       local y = fn(tile)
-      nn.free(tile)
+      if tile ~= tv then nn.free(tile) end
       local C, oh, ow = y.shape[2], y.shape[3], y.shape[4]
       if not out then
         out = T.zeros{B, C, o(H), o(W)}
         wsum = T.zeros{1, 1, o(H), o(W)}
       end
-      local w = T.from(wy, {1, 1, oh, 1}) * T.from(wx, {1, 1, 1, ow})
+      local wyt, wxt = T.from(wy, {1, 1, oh, 1}), T.from(wx, {1, 1, 1, ow})
+      local w = wyt * wxt
+      nn.free(wyt, wxt)
       local yw = y * w
       nn.free(y)
-      local r = out:narrow(3, o(ys[i]) + 1, oh):narrow(4, o(xs[j]) + 1, ow)
+      local r = nn.narrow2(out, o(ys[i]) + 1, oh, o(xs[j]) + 1, ow)
       local sum = r + yw
       r:copy_(sum)
-      nn.free(sum, yw)
-      local rw = wsum:narrow(3, o(ys[i]) + 1, oh):narrow(4, o(xs[j]) + 1, ow)
+      nn.free(sum, yw, r)
+      local rw = nn.narrow2(wsum, o(ys[i]) + 1, oh, o(xs[j]) + 1, ow)
       local wsum2 = rw + w
       rw:copy_(wsum2)
-      nn.free(wsum2, w)
+      nn.free(wsum2, w, rw)
     end
   end
   out:div_(wsum)
@@ -270,9 +274,12 @@ function Dist:mode() return self.mean end
 -- Splits moments (B,2L,h,w) into mean and logvar (clamped to [-30, 20]); std = exp(logvar/2).
 function VAE.distribution(moments)
   local L = moments.shape[2] // 2
-  local mean = moments:narrow(2, 1, L):contiguous()
+  local mv = moments:narrow(2, 1, L)
+  local mean = mv:contiguous()
+  if mean ~= mv then nn.free(mv) end
   local lv = moments:narrow(2, L + 1, L)
   local logvar = lv:clamp(-30, 20)
+  nn.free(lv)
   local half = logvar * 0.5
   local std = half:exp(); nn.free(half)
   local var = logvar:exp()

@@ -1,0 +1,87 @@
+-- DDPM (DDPMScheduler): ancestral sampling of Ho et al. 2020 with the posterior variance
+-- (variance_type fixed_small by default). Draws noise on every step whose t > 0.
+local C = require "sd.schedulers.common"
+local fround = C.fround
+local sqrt, log, exp = math.sqrt, math.log, math.exp
+
+local DDPM = C.class{
+  name = "ddpm",
+  defaults = {
+    variance_type = "fixed_small",
+    clip_sample = true,
+    clip_sample_range = 1.0,
+    thresholding = false,
+    dynamic_thresholding_ratio = 0.995,
+    sample_max_value = 1.0,
+    timestep_spacing = "leading",
+    rescale_betas_zero_snr = false,
+  },
+  choices = {variance_type = {"fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"}},
+}
+
+function DDPM:init()
+  C.init_betas(self)
+  self.init_noise_sigma = 1.0
+  self.order = 1
+  local N = self.config.num_train_timesteps
+  self.timesteps = {}
+  for i = 1, N do self.timesteps[i] = N - i end
+end
+
+function DDPM:set_timesteps(n)
+  local cfg = self.config
+  n = C.check_steps(self.name, n, cfg.num_train_timesteps)
+  self.timesteps = C.int_timesteps(cfg.timestep_spacing, n, cfg.num_train_timesteps, cfg.steps_offset)
+  self.num_inference_steps = n
+  self.step_index, self.begin_index = nil, nil
+end
+
+function DDPM:previous_timestep(t)
+  return t - self.config.num_train_timesteps // self.num_inference_steps
+end
+
+function DDPM:alpha_at(t)
+  if t >= 0 then return self.alphas_cumprod[t + 1] end
+  return 1.0
+end
+
+-- the variance (or, for the *_log types, the standard deviation) of the step's noise
+function DDPM:noise_std(t)
+  local a, a_prev = self:alpha_at(t), self:alpha_at(self:previous_timestep(t))
+  local beta_t = fround(1 - fround(a / a_prev))
+  local var = fround(fround(fround(1 - a_prev) / fround(1 - a)) * beta_t)
+  if var < 1e-20 then var = 1e-20 end
+  local vt = self.config.variance_type
+  if vt == "fixed_small" then return fround(sqrt(var))
+  elseif vt == "fixed_small_log" then return fround(exp(0.5 * fround(log(var))))
+  elseif vt == "fixed_large" then return fround(sqrt(beta_t))
+  else return fround(exp(0.5 * fround(log(beta_t)))) end
+end
+
+function DDPM:step(model_output, t, x, generator)
+  self:check_ready()
+  local cfg = self.config
+  t = math.tointeger(C.tnum(t)) or error("ddpm scheduler: timestep must be an integer", 2)
+  local prev_t = self:previous_timestep(t)
+  local a, a_prev = self:alpha_at(t), self:alpha_at(prev_t)
+  local b, b_prev = fround(1 - a), fround(1 - a_prev)
+  local cur_alpha = fround(a / a_prev)
+  local cur_beta = fround(1 - cur_alpha)
+  local x0 = C.alpha_pred(cfg.prediction_type, model_output, x, a)
+  x0 = C.clip_x0(cfg, x0)
+  local c0 = fround(fround(fround(sqrt(a_prev)) * cur_beta) / b)
+  local cx = fround(fround(fround(sqrt(cur_alpha)) * b_prev) / b)
+  local prev = x0 * c0 + x * cx
+  if t > 0 then
+    if not generator then error("ddpm scheduler: step() needs a generator (sd.rng.torch(seed))", 2) end
+    local noise = generator:randn(model_output.shape)
+    prev = prev + noise * self:noise_std(t)
+  end
+  return prev, x0
+end
+
+function DDPM:add_noise(original, noise, timesteps)
+  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
+end
+
+return DDPM

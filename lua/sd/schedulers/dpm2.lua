@@ -1,0 +1,103 @@
+-- DPM2 (KDPM2DiscreteScheduler): k-diffusion's sample_dpm_2, a 2nd-order method whose midpoint
+-- is the geometric mean of consecutive sigmas. Two model calls a step: s.timesteps alternates
+-- the schedule's timesteps with the midpoints' (fractional) timesteps.
+local C = require "sd.schedulers.common"
+local fround = C.fround
+local log, exp = math.log, math.exp
+
+local DPM2 = C.class{
+  name = "dpm2",
+  defaults = {
+    prediction_type = "epsilon",
+    use_karras_sigmas = false,
+    timestep_spacing = "linspace",
+  },
+}
+
+function DPM2:init()
+  C.init_betas(self)
+  if self.config.prediction_type == "sample" then
+    C.bad(self.name, "prediction_type", "sample", '"epsilon", "v_prediction"')
+  end
+  self.order = 2
+  C.k_init_full(self)
+end
+
+-- torch.lerp(a, b, 0.5) in float32 (for w >= 0.5 torch computes b - (b - a) * (1 - w))
+local function lerp_half(a, b)
+  return fround(b - fround(fround(b - a) * 0.5))
+end
+
+function DPM2:set_timesteps(n)
+  n = C.check_steps(self.name, n, self.config.num_train_timesteps)
+  local ts, sig, logs = C.k_schedule(self, n)
+  local sigmas = {}
+  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
+  sigmas[#sigmas + 1] = 0.0
+  -- midpoints: exp(lerp(log sigma_i, log sigma_{i-1}, 0.5)); the first one is NaN (unused)
+  local interpol = {}
+  local m = #sigmas
+  for i = 1, m do
+    local prev = sigmas[i == 1 and m or i - 1]
+    local a = fround(log(sigmas[i]))
+    local b = fround(log(prev))
+    local v = lerp_half(a, b)
+    interpol[i] = v ~= v and v or fround(exp(v))
+  end
+  local function rep(list) -- [x1, x2, x2, ..., xm, xm, xm]
+    local out = {list[1]}
+    for i = 2, #list do out[#out + 1] = list[i]; out[#out + 1] = list[i] end
+    out[#out + 1] = list[#list]
+    return out
+  end
+  self.sigmas = rep(sigmas)
+  self.sigmas_interpol = rep(interpol)
+  -- timesteps: t1, t_mid2, t2, t_mid3, t3, ...
+  local out = {ts[1]}
+  for i = 2, #ts do
+    out[#out + 1] = fround(C.sigma_to_t(interpol[i], logs, true))
+    out[#out + 1] = ts[i]
+  end
+  self.timesteps = out
+  self.num_inference_steps = n
+  self.init_noise_sigma = C.k_init_noise_sigma(self)
+  self.sample = nil
+  self.step_index, self.begin_index = nil, nil
+end
+
+function DPM2:scale_model_input(x, t)
+  local i = C.init_step_index(self, t)
+  local sigma = self.sample == nil and self.sigmas[i] or self.sigmas_interpol[i]
+  return x / C.k_input_scale(sigma)
+end
+
+function DPM2:step(model_output, t, x)
+  self:check_ready()
+  local i = C.init_step_index(self, t)
+  local first = self.sample == nil
+  local sigma, sigma_interpol, sigma_next
+  if first then
+    sigma, sigma_interpol, sigma_next = self.sigmas[i], self.sigmas_interpol[i + 1], self.sigmas[i + 1]
+  else
+    sigma, sigma_interpol, sigma_next = self.sigmas[i - 1], self.sigmas_interpol[i], self.sigmas[i]
+  end
+  local sigma_hat = sigma
+  local x0 = C.k_pred_x0(self.config.prediction_type, model_output, x, first and sigma_hat or sigma_interpol)
+  local derivative, dt
+  if first then
+    derivative = (x - x0) / sigma_hat
+    dt = fround(sigma_interpol - sigma_hat)
+    self.sample = C.keep(x)
+  else
+    derivative = (x - x0) / sigma_interpol
+    dt = fround(sigma_next - sigma_hat)
+    x = self.sample
+    self.sample = nil
+  end
+  self.step_index = i + 1
+  return x + derivative * dt, x0
+end
+
+DPM2.add_noise = require("sd.schedulers.euler").add_noise
+
+return DPM2

@@ -1,0 +1,103 @@
+-- LCM (LCMScheduler): latent consistency models (Luo et al. 2023). Each step maps x_t to a
+-- denoised estimate with the consistency boundary condition, then re-noises it to the next
+-- timestep (fresh noise on every step but the last). Meant for LCM-distilled models, 2-8 steps.
+local C = require "sd.schedulers.common"
+local fround = C.fround
+local sqrt = math.sqrt
+
+local LCM = C.class{
+  name = "lcm",
+  defaults = {
+    original_inference_steps = 50,
+    clip_sample = false,
+    clip_sample_range = 1.0,
+    set_alpha_to_one = true,
+    thresholding = false,
+    dynamic_thresholding_ratio = 0.995,
+    sample_max_value = 1.0,
+    timestep_spacing = "leading",
+    timestep_scaling = 10.0,
+    rescale_betas_zero_snr = false,
+  },
+}
+
+function LCM:init()
+  C.init_betas(self)
+  self.final_alpha_cumprod = self.config.set_alpha_to_one and 1.0 or self.alphas_cumprod[1]
+  self.init_noise_sigma = 1.0
+  self.order = 1
+  local N = self.config.num_train_timesteps
+  self.timesteps = {}
+  for i = 1, N do self.timesteps[i] = N - i end
+end
+
+-- n steps picked evenly from the original_inference_steps-step LCM schedule
+-- ((1..orig) * (N // orig) - 1, descending); strength < 1 uses the schedule's low-noise part.
+function LCM:set_timesteps(n, strength)
+  local cfg = self.config
+  local N = cfg.num_train_timesteps
+  n = C.check_steps(self.name, n, N)
+  strength = strength or 1.0
+  local orig = cfg.original_inference_steps
+  if orig > N then
+    error(string.format("lcm scheduler: original_inference_steps (%d) > num_train_timesteps (%d)", orig, N), 2)
+  end
+  if n > orig then
+    error(string.format("lcm scheduler: set_timesteps(%d): more steps than original_inference_steps (%d)", n, orig), 2)
+  end
+  local k = N // orig
+  local origin = {}
+  for i = math.floor(orig * strength), 1, -1 do origin[#origin + 1] = i * k - 1 end
+  if #origin // n < 1 then
+    error(string.format("lcm scheduler: set_timesteps(%d) with strength %g leaves only %d timesteps", n, strength,
+      #origin), 2)
+  end
+  local idx = C.np_linspace(0, #origin, n, false)
+  local ts = {}
+  for i = 1, n do ts[i] = origin[math.floor(idx[i]) + 1] end
+  self.timesteps = ts
+  self.num_inference_steps = n
+  self.step_index, self.begin_index = nil, nil
+end
+
+function LCM:alpha_at(t)
+  if t >= 0 then return self.alphas_cumprod[t + 1] end
+  return self.final_alpha_cumprod
+end
+
+-- c_skip, c_out of the consistency parameterisation at train timestep t
+function LCM:boundary_scalings(t)
+  local sigma_data = 0.5
+  local st = fround(t * self.config.timestep_scaling)
+  local d = fround(fround(st * st) + sigma_data * sigma_data)
+  return fround(sigma_data * sigma_data / d), fround(st / fround(sqrt(d)))
+end
+
+function LCM:step(model_output, t, x, generator)
+  self:check_ready()
+  local cfg = self.config
+  local i = C.init_step_index(self, t)
+  t = math.tointeger(C.tnum(t)) or error("lcm scheduler: timestep must be an integer", 2)
+  local prev_t = self.timesteps[i + 1] or t
+  local a, a_prev = self:alpha_at(t), self:alpha_at(prev_t)
+  local c_skip, c_out = self:boundary_scalings(t)
+  local x0 = C.alpha_pred(cfg.prediction_type, model_output, x, a)
+  x0 = C.clip_x0(cfg, x0)
+  local denoised = x0 * c_out + x * c_skip
+  local prev
+  if i ~= self.num_inference_steps then
+    if not generator then error("lcm scheduler: step() needs a generator (sd.rng.torch(seed))", 2) end
+    local noise = generator:randn(model_output.shape)
+    prev = denoised * fround(sqrt(a_prev)) + noise * fround(sqrt(fround(1 - a_prev)))
+  else
+    prev = denoised
+  end
+  self.step_index = i + 1
+  return prev, denoised
+end
+
+function LCM:add_noise(original, noise, timesteps)
+  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
+end
+
+return LCM

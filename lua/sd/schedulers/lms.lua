@@ -1,0 +1,97 @@
+-- LMS (LMSDiscreteScheduler): linear multistep method on the sigma schedule. The coefficient
+-- of each past derivative is the integral of its Lagrange basis polynomial over
+-- [sigma_i, sigma_i+1], computed exactly here (diffusers integrates numerically).
+local C = require "sd.schedulers.common"
+local fround = C.fround
+
+local LMS = C.class{
+  name = "lms",
+  defaults = {
+    prediction_type = "epsilon",
+    use_karras_sigmas = false,
+    timestep_spacing = "linspace",
+    lms_order = 4, -- diffusers' step(order=4) argument
+  },
+}
+
+function LMS:init()
+  C.init_betas(self)
+  self.order = 1
+  if math.type(self.config.lms_order) ~= "integer" or self.config.lms_order < 1 then
+    C.bad(self.name, "lms_order", self.config.lms_order, "an integer >= 1")
+  end
+  C.k_init_full(self)
+  self.derivatives = {}
+end
+
+function LMS:set_timesteps(n)
+  n = C.check_steps(self.name, n, self.config.num_train_timesteps)
+  local ts, sig = C.k_schedule(self, n)
+  local sigmas = {}
+  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
+  sigmas[#sigmas + 1] = 0.0
+  self.timesteps, self.sigmas = ts, sigmas
+  self.num_inference_steps = n
+  self.init_noise_sigma = C.k_init_noise_sigma(self)
+  self.derivatives = {}
+  self.step_index, self.begin_index = nil, nil
+end
+
+function LMS:scale_model_input(x, t)
+  local i = C.init_step_index(self, t)
+  return x / C.k_input_scale(self.sigmas[i])
+end
+
+-- Polynomial helpers: coefficient lists, p[k] = coefficient of tau^(k-1).
+local function poly_mul_linear(p, a, b) -- p * (a*tau + b)
+  local out = {}
+  for k = 1, #p + 1 do out[k] = 0 end
+  for k = 1, #p do
+    out[k] = out[k] + p[k] * b
+    out[k + 1] = out[k + 1] + p[k] * a
+  end
+  return out
+end
+
+local function poly_integral(p, lo, hi)
+  local s = 0
+  for k = 1, #p do s = s + p[k] * (hi ^ k - lo ^ k) / k end
+  return s
+end
+
+-- integral over [sigma(i), sigma(i+1)] of prod_{k ~= cur} (tau - sigma(i-k)) / (sigma(i-cur) - sigma(i-k))
+-- (i is 1-based here; k and cur count back from the current step)
+function LMS:lms_coefficient(order, i, cur)
+  local sg = self.sigmas
+  local p = {1.0}
+  for k = 0, order - 1 do
+    if k ~= cur then
+      local d = sg[i - cur] - sg[i - k]
+      p = poly_mul_linear(p, 1 / d, -sg[i - k] / d)
+    end
+  end
+  return poly_integral(p, sg[i], sg[i + 1])
+end
+
+function LMS:step(model_output, t, x)
+  self:check_ready()
+  local i = C.init_step_index(self, t)
+  local sigma = self.sigmas[i]
+  local x0 = C.k_pred_x0(self.config.prediction_type, model_output, x, sigma)
+  local derivative = (x - x0) / sigma
+  local ders = self.derivatives
+  ders[#ders + 1] = derivative
+  if #ders > self.config.lms_order then table.remove(ders, 1) end
+  local order = math.min(i, self.config.lms_order)
+  local prev = x
+  for cur = 0, order - 1 do
+    local coeff = self:lms_coefficient(order, i, cur)
+    prev = prev + ders[#ders - cur] * coeff
+  end
+  self.step_index = i + 1
+  return prev, x0
+end
+
+LMS.add_noise = require("sd.schedulers.euler").add_noise
+
+return LMS
