@@ -18,11 +18,12 @@ BLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 DEB_PACKAGES = build-essential clang lua5.4 liblua5.4-dev libopenblas-openmp-dev libsleef-dev \
-  libstb-dev libedit-dev zlib1g-dev lua-cjson lua-argparse libzmq3-dev pkg-config
+  libstb-dev libedit-dev zlib1g-dev lua-cjson lua-argparse libzmq3-dev pkg-config \
+  jupyter-notebook jupyter-nbconvert jupyter-client python3-nbclient python3-jupyter-client
 
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp $(OPT) -Wall -Wextra $(WERROR) \
   -Iruntime -Ikernels -I$(LUA_INC) -I$(BLAS_INC) -I/usr/include/stb $(CFLAGS)
-LDLIBS_ALL = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lsleef -lstb -lz -lm -fopenmp $(LDLIBS)
+LDLIBS_ALL = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lsleef -lstb -lz -lm -fopenmp -lzmq $(LDLIBS)
 
 ifeq ($(SAN),1)
   BUILD := build-asan
@@ -95,3 +96,28 @@ $(BUILD)/tests/bench_kernels: tests/c/bench_kernels.c $(BUILD)/libsdcore.a
 
 clean:
 	rm -rf build build-asan bin lib
+
+# ---- Jupyter kernel and notebooks (docs/notebooks.md) ------------------------------------------
+# install-kernel registers the sdlua kernel (this tree's bin/sdlua) with the Jupyter of Debian's
+# jupyter-notebook / jupyter-nbconvert packages; KERNEL_FLAGS=--sys-prefix (or --prefix=...)
+# installs it elsewhere than the user's own Jupyter folder.
+KERNEL_FLAGS ?= --user
+.PHONY: install-kernel notebooks-check notebooks-update
+install-kernel: $(SDLUA)
+	$(SDLUA) lua/sd/jupyter/notebooks.lua kernelspec $(BUILD)/kernelspec/sdlua
+	jupyter kernelspec install $(KERNEL_FLAGS) --replace --name sdlua $(BUILD)/kernelspec/sdlua
+	@jupyter kernelspec list | grep -w sdlua
+
+# notebooks-check re-executes notebooks with `jupyter nbconvert --execute` on the sdlua kernel and
+# fails when any output differs from the one stored (images byte for byte). CI runs the notebooks
+# that need only the tiny reference models ($(SDLUA_REFERENCE)/tiny-sd1): all six of examples/,
+# with SDLUA_MODEL unset. NOTEBOOKS=... checks others; notebooks-update stores fresh outputs.
+NOTEBOOKS_CI = examples/01-tensors-and-kernels.ipynb examples/02-tokenizer-and-text-encoder.ipynb \
+  examples/03-schedulers.ipynb examples/04-your-own-sampler.ipynb examples/05-txt2img.ipynb \
+  examples/06-img2img.ipynb
+NOTEBOOKS ?= $(NOTEBOOKS_CI)
+notebooks-check: $(SDLUA)
+	$(SDLUA) lua/sd/jupyter/notebooks.lua check $(NOTEBOOKS)
+
+notebooks-update: $(SDLUA)
+	$(SDLUA) lua/sd/jupyter/notebooks.lua check --update $(NOTEBOOKS)

@@ -62,6 +62,7 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 		return 0;
 	}
 	const int64_t TQ = SD_ATTN_TQ, TK = SD_ATTN_TK;
+	const int avx512 = sd_cpu_features()->avx512; /* read before any worker thread runs */
 	int64_t ntq = (N + TQ - 1) / TQ;
 	int64_t items = B * H * ntq;
 	int failed = 0;
@@ -103,13 +104,13 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 						memset(s, 0, (size_t)nk * sizeof(float));
 						continue;
 					}
-					float mx = sd_attn_rowmax(s, valid);
+					float mx = avx512 ? sd_attn_rowmax_avx512(s, valid) : sd_attn_rowmax(s, valid);
 					float mnew = mx > m[i] ? mx : m[i];
 					if (mnew == -INFINITY) { /* every score -inf: contributes nothing */
 						memset(s, 0, (size_t)nk * sizeof(float));
 						continue;
 					}
-					float sum = sd_attn_expsum(s, valid, mnew);
+					float sum = avx512 ? sd_attn_expsum_avx512(s, valid, mnew) : sd_attn_expsum(s, valid, mnew);
 					if (valid < nk) memset(s + valid, 0, (size_t)(nk - valid) * sizeof(float));
 					float alpha = expf(m[i] - mnew); /* 0 on the first tile */
 					if (alpha != 1.0f) {

@@ -4,12 +4,17 @@
 #include <omp.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "gemm.h"
 #include "sd_error.h"
 
 /* im2col workspace budget in floats (4 MB); a band has at least MIN_COLS output pixels. */
 #define IM2COL_FLOATS (1 << 20)
 #define MIN_COLS 128
+/* output pixels per thread from which each thread runs its own bands */
+#ifndef SD_CONV_PERTHREAD_MIN
+#define SD_CONV_PERTHREAD_MIN 256
+#endif
 
 int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
 {
@@ -113,8 +118,9 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		return 0;
 	}
 
+	sd_cpu_features(); /* detected before any worker thread widens weights */
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
-	if (nth > 1 && ohw >= 256 * nth) {
+	if (nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth) {
 		/* Large images: each thread takes whole bands, gathers its im2col band into its own
 		 * workspace and runs a single-threaded product on it. One parallel region for the
 		 * whole convolution, and each band is consumed by the core that wrote it. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "sd_error.h"
 
 /* ---- thread-local workspace ---- */
@@ -145,6 +146,7 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 		sgemm_raw(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 		return 0;
 	}
+	sd_cpu_features(); /* detected before any worker thread widens */
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
 	if (nth > 1 && is_half(adt) != is_half(bdt)) {
 		/* One half operand: its tiles are spread over the threads, each widening its own tile

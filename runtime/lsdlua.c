@@ -920,6 +920,10 @@ static void repl(lua_State *L)
 			continue;
 		}
 		status = docall(L, 0, LUA_MULTRET);
+		if (status != LUA_OK && sigint_count > 0 && interactive_stdin) {
+			fflush(stdout);
+			fputc('\n', stderr); /* past the ^C the terminal echoed */
+		}
 		if (status == LUA_OK && lua_gettop(L) > base) {
 			int n = lua_gettop(L) - base;
 			lua_pushcfunction(L, print_values);

@@ -14,14 +14,6 @@ Pipeline.__index = Pipeline
 
 local clock = core.clock or os.clock
 
--- Diffusers scheduler class -> sdlua name, for the model's own default scheduler.
-local class_names = {
-  PNDMScheduler = "pndm", DDIMScheduler = "ddim", DDPMScheduler = "ddpm", LMSDiscreteScheduler = "lms",
-  EulerDiscreteScheduler = "euler", EulerAncestralDiscreteScheduler = "euler_a",
-  HeunDiscreteScheduler = "heun", KDPM2DiscreteScheduler = "dpm2",
-  DPMSolverMultistepScheduler = "dpmpp_2m", UniPCMultistepScheduler = "unipc", LCMScheduler = "lcm",
-}
-
 -- parts: what sd.loader.open returns (configs + diffusers-named weights of each model).
 function Pipeline.new(parts, opts)
   opts = opts or {}
@@ -39,7 +31,7 @@ function Pipeline.new(parts, opts)
   self.vae = VAE.new(parts.vae.config, parts.vae.weights, parts.vae.opts)
   self.unet_config = parts.unet.config
   self.scheduler_config = parts.scheduler_config or {}
-  self.default_scheduler = class_names[self.scheduler_config._class_name] or "pndm"
+  self.default_scheduler = schedulers.class_names[self.scheduler_config._class_name] or "pndm"
   self.scaling_factor = parts.vae.config.scaling_factor or 0.18215
   self.tokenizer_files = parts.tokenizer_files
   self.tokenizer_missing = parts.tokenizer_missing

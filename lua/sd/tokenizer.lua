@@ -540,9 +540,16 @@ local function gunzip_file(path)
   return data
 end
 
-local function split_lines(text)
-  local lines = {}
-  for line in (text .. "\n"):gmatch("(.-)\r?\n") do lines[#lines + 1] = line end
+-- the first `max` lines of text
+local function split_lines(text, max)
+  local lines, n, pos = {}, 0, 1
+  while n < max and pos <= #text + 1 do
+    local e = find(text, "\n", pos, true)
+    local line = text:sub(pos, (e or #text + 1) - 1)
+    n = n + 1; lines[n] = line
+    if not e then break end
+    pos = e + 1
+  end
   return lines
 end
 
@@ -650,7 +657,7 @@ function Tokenizer.load(opts)
   local bs, cs = byte_order()
   local raw_vocab, merges = {}, {}
   if opts.bpe then
-    local lines = split_lines(gunzip_file(opts.bpe))
+    local lines = split_lines(gunzip_file(opts.bpe), NUM_MERGES + 1)
     -- merges = lines[1 : 49152-256-2+1]; vocab = bytes, bytes + "</w>", merges, specials
     local id = 0
     for k = 1, 256 do raw_vocab[char(bs[k])] = id; id = id + 1 end
@@ -687,7 +694,7 @@ function Tokenizer.load(opts)
       if find(tokstr, "[^!-~]") then tokstr = gsub(tokstr, utf8.charpattern, decode_sym) end
       raw_vocab[tokstr] = id
     end
-    local lines = split_lines(read_file(opts.merges))
+    local lines = split_lines(read_file(opts.merges), NUM_MERGES + 1)
     for k = 2, math.min(#lines, NUM_MERGES + 1) do
       local a, b = lines[k]:match("^%s*(%S+)%s+(%S+)")
       if a then

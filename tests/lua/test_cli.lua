@@ -248,6 +248,40 @@ test.case("cli: Ctrl-C interrupts running code", function()
   test.eq(out, "alive\n42\n", "REPL output after the interruption")
 end)
 
+-- The terminal prompt (libedit) through a pseudo-terminal made by util-linux `script`: keys are
+-- written with pauses, Ctrl-C is the byte 3 that the terminal turns into SIGINT.
+if not os.execute("command -v script >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1") then
+  test.skip("cli: the terminal prompt", "needs the script and timeout commands")
+else
+  test.case("cli: the terminal prompt", function()
+    local hist = tmpdir .. "/history"
+    local keys = {
+      {0.8, "1+1\r"},
+      {0.5, "abc\003"},                -- Ctrl-C at the prompt clears the line
+      {0.5, "x = 2^\r"}, {0.3, "10\r"}, -- a chunk on two lines
+      {0.3, "x\r"},
+      {0.3, "while true do end\r"},
+      {0.8, "\003"},                   -- Ctrl-C stops the loop
+      {0.5, "sd.thr\t()\r"},            -- Tab completes sd.threads
+      {0.5, "\004"},                   -- Ctrl-D leaves
+    }
+    local feed = {}
+    for _, k in ipairs(keys) do
+      feed[#feed + 1] = string.format("sleep %.1f; printf %s", k[1], q(k[2]))
+    end
+    local rc, out, err = sh("( " .. table.concat(feed, "; ") .. "; sleep 1 ) | " ..
+      "SDLUA_HISTORY=" .. q(hist) .. " timeout 30 script -qfec " .. q(q(SDLUA)) .. " /dev/null")
+    test.eq(rc, 0, "exit code (stdout " .. out .. ", stderr " .. err .. ")")
+    has(out, "1+1\r\n2\r\n", "an expression's value")
+    has(out, "1024.0\r\n", "the two-line chunk ran")
+    has(out, "interrupted!", "Ctrl-C stopped the loop")
+    local h = slurp(hist)
+    has(h, "\n1+1\n", "history file")
+    has(h, "\nsd.threads()\n", "the completed line in the history")
+    test.truthy(not h:find("abc", 1, true), "a cancelled line is not in the history")
+  end)
+end
+
 -- The same core as a C module of the stock interpreter (docs/cli-runtime.md).
 local have_lua = os.execute("command -v lua5.4 >/dev/null 2>&1")
 local have_so = io.open("lib/sd/core.so", "rb")

@@ -62,8 +62,8 @@ local function check_tokens_json(form, load_opts)
     if ok then matched = matched + 1
     else failures[#failures + 1] = string.format("case %d (%s): %s", i - 1, c.note, err) end
   end
-  io.write(string.format("  tokens.json: %d/%d matched (%s; loaded in %.0f ms)\n", matched, #cases,
-    form, load_time * 1000))
+  io.write(string.format("  tokens.json: %d/%d matched (%s; %.0f ms per load)\n", matched, #cases,
+    form, load_time * 1000 / 2))
   if #failures > 0 then error(table.concat(failures, "\n"), 0) end
 end
 
@@ -77,6 +77,7 @@ test.golden("tokenizer: a diffusers tokenizer folder picks its padding", "tiny-s
     local cases = read_json(reference .. "/tokens.json")
     local sd1 = Tokenizer.load{dir = reference .. "/tiny-sd1/tokenizer"}
     local sd2 = Tokenizer.load{dir = reference .. "/tiny-sd2/tokenizer"}
+    test.eq(sd1.bos, BOS); test.eq(sd1.eos, EOS)
     test.eq(sd1.pad, EOS, "SD 1.x pads with <|endoftext|>")
     test.eq(sd2.pad, 0, "SD 2.x pads with \"!\" (id 0)")
     test.eq(sd2.max_length, 77)

@@ -88,12 +88,6 @@ function C.reverse(list)
   return out
 end
 
-function C.map(list, f)
-  local out = {}
-  for i = 1, #list do out[i] = f(list[i], i) end
-  return out
-end
-
 -- numpy.interp(x, [0, 1, ..., #fp-1], fp) for one x (float64).
 function C.interp_index(x, fp)
   local n = #fp
@@ -390,7 +384,6 @@ local function is_null(v)
   end
   return false
 end
-C.is_null = is_null
 
 local function describe(v)
   if type(v) == "string" then return string.format("%q", v) end
@@ -773,17 +766,10 @@ function C.clip_x0(cfg, x0)
   return x0
 end
 
--- Float32 scalar math: diffusers keeps scheduler scalars in float32 tensors.
-C.f32 = {
-  sqrt = function(x) return fround(sqrt(x)) end,
-  log = function(x) return fround(log(x)) end,
-  exp = function(x) return fround(exp(x)) end,
-}
-
 ---------------------------------------------------------------------------------------------
 -- Object plumbing shared by every scheduler
 
--- The tensor module (looked up when first needed: sd.schedulers loads before nothing else).
+-- The tensor module, looked up at call time (schedule code runs without touching tensors).
 function C.T()
   return require("sd").tensor
 end
@@ -800,6 +786,9 @@ function Base:set_begin_index(i)
   if math.type(i) ~= "integer" or i < 0 then
     error(string.format("%s scheduler: set_begin_index(%s): expected an integer >= 0", self.name, tostring(i)), 2)
   end
+  if self.num_inference_steps and i >= #self.timesteps then
+    error(string.format("%s scheduler: set_begin_index(%d): only %d timesteps", self.name, i, #self.timesteps), 2)
+  end
   self.begin_index = i
 end
 
@@ -811,7 +800,7 @@ function Base:check_ready()
   end
 end
 
--- Makes a scheduler class: cls.new(config) resolves the config with `spec` and calls
+-- Makes a scheduler class: cls.new(config, name) resolves the config with `spec` and calls
 -- cls.init(self); the object gets Base's methods unless cls has its own.
 function C.class(spec)
   local cls = {}
