@@ -1,7 +1,6 @@
 /* AVX-512 row helpers of attention.c (compiled with the AVX-512 flags, called only when the
  * CPU has AVX-512). */
 #include <immintrin.h>
-#include <sleef.h>
 #include <stdint.h>
 
 float sd_attn_rowmax_avx512(const float *s, int64_t n);
@@ -19,18 +18,41 @@ float sd_attn_rowmax_avx512(const float *s, int64_t n)
 	return _mm512_reduce_max_ps(mx);
 }
 
+/* exp(x) for x <= 0 (softmax arguments: score - running max): x = n ln2 + r with |r| <= ln2/2,
+ * exp(r) by its Taylor polynomial to degree 7 (truncation < 2e-8 relative), times 2^n with
+ * scalef. About 2 ulp; far below -87 the result underflows to 0 as exp does in f32 (-inf
+ * included). NaN stays NaN. */
+static inline __m512 exp_neg(__m512 x)
+{
+	const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+	const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f), ln2_lo = _mm512_set1_ps(1.42860682030941723e-6f);
+	x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x); /* this order keeps NaN */
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+	r = _mm512_fnmadd_ps(n, ln2_lo, r);
+	__m512 p = _mm512_set1_ps(1.0f / 5040);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	return _mm512_scalef_ps(p, n);
+}
+
 float sd_attn_expsum_avx512(float *s, int64_t n, float m)
 {
 	__m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
 	int64_t i = 0;
 	for (; i + 16 <= n; i += 16) {
-		__m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_loadu_ps(s + i), vm));
+		__m512 e = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(s + i), vm));
 		_mm512_storeu_ps(s + i, e);
 		acc = _mm512_add_ps(acc, e);
 	}
 	if (i < n) {
 		__mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-		__m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), vm));
+		__m512 e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), vm));
 		e = _mm512_maskz_mov_ps(k, e);
 		_mm512_mask_storeu_ps(s + i, k, e);
 		acc = _mm512_add_ps(acc, e);

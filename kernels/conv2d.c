@@ -13,7 +13,7 @@
 #define MIN_COLS 128
 /* output pixels per thread from which each thread runs its own bands */
 #ifndef SD_CONV_PERTHREAD_MIN
-#define SD_CONV_PERTHREAD_MIN 256
+#define SD_CONV_PERTHREAD_MIN 128
 #endif
 
 int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
@@ -24,6 +24,19 @@ int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, in
 	return span / stride + 1;
 }
 
+/* Short runs are copied inline: a call to memcpy/memset costs more than 8 or 16 floats. */
+static inline void copy_run(float *dst, const float *src, int64_t n)
+{
+	if (n >= 32) { memcpy(dst, src, (size_t)n * sizeof(float)); return; }
+	for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void zero_run(float *dst, int64_t n)
+{
+	if (n >= 32) { memset(dst, 0, (size_t)n * sizeof(float)); return; }
+	for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
+}
+
 /* One row of the im2col matrix: input channel plane `xc` (h x w), kernel tap (ki, kj), output
  * pixels [p0, p0 + np) of an oh x ow output, into dst[0 .. np). */
 static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_t kj,
@@ -31,26 +44,26 @@ static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_
 {
 	int64_t pend = p0 + np;
 	int64_t pos = p0;
+	int64_t oy = pos / ow, ox0 = pos % ow;
+	int64_t off = kj * p->dil_w - p->pad_w; /* ix = ox * sw + off */
 	while (pos < pend) {
-		int64_t oy = pos / ow, ox0 = pos % ow;
 		int64_t ox1 = ow < ox0 + (pend - pos) ? ow : ox0 + (pend - pos); /* exclusive */
 		int64_t cnt = ox1 - ox0;
 		int64_t iy = oy * p->stride_h - p->pad_h + ki * p->dil_h;
 		if (iy < 0 || iy >= h) {
-			memset(dst, 0, (size_t)cnt * sizeof(float));
+			zero_run(dst, cnt);
 		} else {
 			const float *xr = xc + iy * w;
-			int64_t off = kj * p->dil_w - p->pad_w; /* ix = ox * sw + off */
 			if (p->stride_w == 1) {
 				/* valid ox: 0 <= ox + off < w */
 				int64_t lo = -off > ox0 ? -off : ox0;
 				int64_t hi = w - off < ox1 ? w - off : ox1;
 				if (hi <= lo) {
-					memset(dst, 0, (size_t)cnt * sizeof(float));
+					zero_run(dst, cnt);
 				} else {
-					if (lo > ox0) memset(dst, 0, (size_t)(lo - ox0) * sizeof(float));
-					memcpy(dst + (lo - ox0), xr + lo + off, (size_t)(hi - lo) * sizeof(float));
-					if (ox1 > hi) memset(dst + (hi - ox0), 0, (size_t)(ox1 - hi) * sizeof(float));
+					zero_run(dst, lo - ox0);
+					copy_run(dst + (lo - ox0), xr + lo + off, hi - lo);
+					zero_run(dst + (hi - ox0), ox1 - hi);
 				}
 			} else {
 				int64_t sw = p->stride_w;
@@ -62,6 +75,8 @@ static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_
 		}
 		dst += cnt;
 		pos += cnt;
+		oy++;
+		ox0 = 0;
 	}
 }
 
@@ -97,7 +112,7 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 	/* bias first, then every product accumulates onto it */
 	float beta = 0.0f;
 	if (bias) {
-		int par = !omp_in_parallel() && n * o * ohw >= (1 << 16);
+		int par = !omp_in_parallel() && n * o * ohw >= (1 << 20);
 #pragma omp parallel for schedule(static) if (par)
 		for (int64_t i = 0; i < n * o; i++) {
 			float *yp = y + i * ohw, bv = bias[i % o];
@@ -161,13 +176,16 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 	if (np > ohw) np = ohw;
 	float *col = sd_workspace(2, (size_t)(kdim * np));
 	if (!col) return -1;
+#ifndef SD_CONV_GATHER_PAR
+#define SD_CONV_GATHER_PAR (1 << 14)
+#endif
 	int par = nth > 1;
 	for (int64_t b = 0; b < n; b++) {
 		for (int64_t p0 = 0; p0 < ohw; p0 += np) {
 			int64_t cnt = ohw - p0 < np ? ohw - p0 : np;
 			for (int64_t gi = 0; gi < g; gi++) {
 				const float *xg = x + (b * c + gi * cg) * hw;
-#pragma omp parallel for schedule(static) if (par && kdim * cnt >= (1 << 14))
+#pragma omp parallel for schedule(static) if (par && kdim * cnt >= SD_CONV_GATHER_PAR)
 				for (int64_t r = 0; r < kdim; r++) {
 					int64_t ci = r / (kh * kw), t = r % (kh * kw);
 					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, col + r * cnt);

@@ -9,7 +9,9 @@
  * Ctrl-C stops the running chunk with the error "interrupted!"; at the prompt it clears the
  * line. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +38,10 @@ int sdl_interrupted(void);
 
 static const char *progname = "sdlua";
 
-static void usage(const char *bad)
+static void usage(const char *bad, FILE *to)
 {
-	if (bad) fprintf(stderr, "%s: %s\n", progname, bad);
-	fprintf(stderr,
+	if (bad) fprintf(to, "%s: %s\n", progname, bad);
+	fprintf(to,
 	        "usage: %s [options] [script [args...]]\n"
 	        "  -e code   run the string 'code'\n"
 	        "  -l mod    require 'mod' into the global 'mod' (-l g=mod: into the global 'g')\n"
@@ -50,9 +52,11 @@ static void usage(const char *bad)
 	        "  -W        turn warnings on\n"
 	        "  --        stop handling options\n"
 	        "  -         run standard input as a script and stop handling options\n"
-	        "With no script and no -e or -v: interactive mode.\n",
+	        "  -h        this help\n"
+	        "With no script and no -e or -v: interactive mode. Environment: SDLUA_THREADS,\n"
+	        "SDLUA_HISTORY, LUA_PATH, LUA_CPATH. See docs/cli-runtime.md.\n",
 	        progname);
-	fflush(stderr);
+	fflush(to);
 }
 
 static void message(const char *msg)
@@ -282,7 +286,7 @@ static void create_arg_table(lua_State *L, char **argv, int argc, int script)
 /* ---- options ------------------------------------------------------------------------------ */
 typedef struct options {
 	int script;  /* index of the script in argv, argc if none */
-	int has_e, has_i, has_v, has_E;
+	int has_e, has_i, has_v, has_E, help;
 	int threads; /* -t, 0 if absent */
 } options;
 
@@ -310,6 +314,10 @@ static int collect_args(int argc, char **argv, options *o)
 			o->script = i;
 			return 1;
 		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			o->help = 1;
+			return 1;
+		}
 		switch (a[1]) {
 		case '-':
 			if (a[2] != '\0') break;
@@ -330,7 +338,7 @@ static int collect_args(int argc, char **argv, options *o)
 			if (a[2] == '\0') {
 				if (++i >= argc || argv[i][0] == '-') {
 					snprintf(bad, sizeof bad, "'%s' needs an argument", a);
-					usage(bad);
+					usage(bad, stderr);
 					return 0;
 				}
 			}
@@ -341,7 +349,7 @@ static int collect_args(int argc, char **argv, options *o)
 				if (o->threads < 0) {
 					snprintf(bad, sizeof bad, "-t wants a thread count from 1 to 1024, not '%.100s'",
 					         v);
-					usage(bad);
+					usage(bad, stderr);
 					return 0;
 				}
 			}
@@ -350,7 +358,7 @@ static int collect_args(int argc, char **argv, options *o)
 			break;
 		}
 		snprintf(bad, sizeof bad, "unrecognized option '%.100s'", a);
-		usage(bad);
+		usage(bad, stderr);
 		return 0;
 	}
 	return 1;
@@ -658,13 +666,40 @@ static void history_setup(void)
 	}
 	using_history();
 	stifle_history(HISTORY_MAX);
-	if (history_file[0]) read_history(history_file);
+	if (history_file[0]) {
+		history_truncate_file(history_file, HISTORY_MAX);
+		read_history(history_file);
+	}
 }
 
+/* Each chunk is appended to the file at once, so that sessions running side by side all keep
+ * theirs and a killed session loses nothing. The file is libedit's: a header line, then one
+ * entry a line with blanks, newlines, backslashes and other bytes as \ooo octal escapes (what
+ * read_history decodes). Written here because append_history's count differs between libedit
+ * versions. */
 static void history_add(const char *chunk)
 {
+	const unsigned char *p;
+	FILE *f;
+	int fd;
 	add_history(chunk);
-	if (history_file[0]) write_history(history_file);
+	if (!history_file[0]) return;
+	fd = open(history_file, O_WRONLY | O_APPEND | O_CREAT, 0600);
+	if (fd < 0) return;
+	f = fdopen(fd, "a");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	if (lseek(fd, 0, SEEK_END) == 0) fputs("_HiStOrY_V2_\n", f);
+	for (p = (const unsigned char *)chunk; *p; p++) {
+		if (*p > ' ' && *p < 127 && *p != '\\')
+			fputc(*p, f);
+		else
+			fprintf(f, "\\%03o", *p);
+	}
+	fputc('\n', f);
+	fclose(f);
 }
 
 /* The prompt: the global _PROMPT (_PROMPT2 for a continuation line) or the default. */
@@ -900,6 +935,7 @@ static void repl(lua_State *L)
 	interactive_stdin = isatty(STDIN_FILENO);
 	use_editline = interactive_stdin && isatty(STDOUT_FILENO);
 	if (use_editline) {
+		setlocale(LC_CTYPE, ""); /* libedit reads multibyte (UTF-8) input by the locale */
 		rl_readline_name = "sdlua";
 		rl_basic_word_break_characters = " \t\n\"'`<>=;|&{}()[],+*%^#~";
 		rl_attempted_completion_function = complete;
@@ -951,6 +987,11 @@ static int pmain(lua_State *L)
 	char **argv = (char **)lua_touserdata(L, 2);
 	options o;
 	if (!collect_args(argc, argv, &o)) return 0;
+	if (o.help) {
+		usage(NULL, stdout);
+		lua_pushboolean(L, 1);
+		return 1;
+	}
 	luaL_checkversion(L);
 	if (o.has_E) {
 		lua_pushboolean(L, 1);
@@ -969,8 +1010,19 @@ static int pmain(lua_State *L)
 	return 1;
 }
 
+/* OpenMP threads that spin while waiting for work steal the CPU from the thread that has the
+ * work whenever anything else runs on the machine (a 2-core machine with a build going is 20x
+ * slower). libgomp reads its wait policy before main, so set it and start again. */
+static void prefer_passive_openmp(char **argv)
+{
+	if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+	setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+	execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
+}
+
 int main(int argc, char **argv)
 {
+	prefer_passive_openmp(argv);
 	int status, ok;
 	lua_State *L = luaL_newstate();
 	if (!L) {

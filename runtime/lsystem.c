@@ -323,6 +323,7 @@ static int l_gunzip(lua_State *L)
 	hint = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 | (size_t)in[inlen - 2] << 16 |
 	       (size_t)in[inlen - 1] << 24;
 	if (hint > (size_t)cap) hint = (size_t)cap;
+	if (hint / 1032 > inlen) hint = inlen * 1032; /* deflate never expands more than that */
 	if (hint > ((size_t)1 << 28)) hint = (size_t)1 << 28;
 	zb = zbox_new(L, 16 + MAX_WBITS, "gunzip");
 	luaL_buffinitsize(L, &buf, hint + 1);
@@ -345,6 +346,9 @@ static int l_inflate_raw(lua_State *L)
 		return luaL_error(L, "inflate_raw: expected size %I out of range 0..%I", (LUAI_UACINT)want,
 		                  (LUAI_UACINT)INFLATE_MAX);
 	if (inlen == 0) return luaL_error(L, "inflate_raw: empty input");
+	if ((size_t)want / 1032 > inlen) /* deflate never expands more than about 1032:1 */
+		return luaL_error(L, "inflate_raw: %I compressed bytes cannot hold %I bytes",
+		                  (LUAI_UACINT)inlen, (LUAI_UACINT)want);
 	zb = zbox_new(L, -MAX_WBITS, "inflate_raw");
 	luaL_buffinitsize(L, &buf, (size_t)want + 1);
 	got = inflate_all(L, zb, &buf, in, inlen, (size_t)want, 0, "inflate_raw");

@@ -189,6 +189,22 @@ arch.presets.tiny_sd2 = {
 }
 arch.presets.tiny = arch.presets.tiny_sd1
 
+-- What the original single-file releases hold besides the weights the pipeline uses (read by
+-- sd.loader.single_file_layout(preset, {release = true}) for `sdlua make-checkpoint`): SD 1.5's
+-- int64 position_ids; SD 2.1's whole 24-block OpenCLIP tower (the pipeline stops at block 23)
+-- with its text_projection and logit_scale. init: how make-checkpoint fills the tensor.
+arch.presets.sd15.release = {
+  file = "v1-5-pruned-emaonly.safetensors",
+  extra = {{name = "cond_stage_model.transformer.text_model.embeddings.position_ids", shape = {1, 77},
+    dtype = "i64", init = "arange"}},
+}
+arch.presets.sd21.release = {
+  file = "v2-1_768-ema-pruned.safetensors",
+  text_layers = 24,
+  extra = {{name = "cond_stage_model.model.text_projection", shape = {1024, 1024}, init = "linear"},
+    {name = "cond_stage_model.model.logit_scale", shape = {}, init = "logit_scale"}},
+}
+
 -- Presets in the order the loader tries them when matching a checkpoint's derived structure.
 arch.preset_order = {"sd15", "sd21", "tiny_sd1", "tiny_sd2"}
 

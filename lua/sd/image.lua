@@ -5,13 +5,6 @@ local T = core.tensor
 
 local image = {}
 
--- UI names of the schedulers, as AUTOMATIC1111 writes them in "Sampler:".
-local sampler_names = {
-  ddim = "DDIM", ddpm = "DDPM", pndm = "PLMS", lms = "LMS", euler = "Euler", euler_a = "Euler a",
-  heun = "Heun", dpm2 = "DPM2", dpmpp_2m = "DPM++ 2M", dpmpp_2m_sde = "DPM++ 2M SDE",
-  unipc = "UniPC", lcm = "LCM",
-}
-
 -- The parameters text of a generation, in AUTOMATIC1111's format:
 --   <prompt>\nNegative prompt: <negative>\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42,
 --   Size: 512x512, Model hash: <hash>, Model: <name>[, Denoising strength: 0.75][, Clip skip: 2]
@@ -20,7 +13,7 @@ function image.parameters(info)
   if info.negative_prompt and info.negative_prompt ~= "" then
     lines[#lines + 1] = "Negative prompt: " .. info.negative_prompt
   end
-  local sampler = sampler_names[info.scheduler] or info.scheduler or "PLMS"
+  local sampler = require("sd.schedulers").ui_names[info.scheduler] or info.scheduler or "PLMS"
   if info.karras or (info.scheduler_options and info.scheduler_options.use_karras_sigmas) then
     sampler = sampler .. " Karras"
   end

@@ -261,34 +261,18 @@ local function new_info(self, p, mode)
   return info
 end
 
--- txt2img{prompt, negative_prompt, steps=20, guidance=7.5, seed, scheduler, scheduler_options,
--- eta, width, height, batch_size=1, latents, on_step, clip_skip, long_prompt, weighting,
--- sampler} -> image (B, 3, H, W) in [0, 1], info
-function Pipeline:txt2img(args)
+-- The body shared by txt2img and img2img: embeddings, the scheduler, then `start(scheduler,
+-- generator)` gives the initial latents and the timesteps to run, then the loop and the decode.
+function Pipeline:generate(p, args, info, start)
   local t_start = clock()
-  local p = self:resolve(args, "txt2img")
-  local info = new_info(self, p, "txt2img")
-  local t0 = clock()
   local cond, context = self:embeddings(p, args)
-  info.encode_seconds = clock() - t0
-
+  info.encode_seconds = clock() - t_start
   local scheduler = self:make_scheduler(p)
   scheduler:set_timesteps(p.steps)
   local generator = args.generator or core.rng.torch(p.seed)
-  local shape = {p.batch_size, self.unet_config.in_channels == 9 and 4 or (self.unet_config.out_channels or 4),
-    p.height // 8, p.width // 8}
-  local latents = p.latents
-  if latents then
-    local s = latents.shape
-    check(#s == 4 and s[1] == shape[1] and s[2] == shape[2] and s[3] == shape[3] and s[4] == shape[4],
-      "latents must have shape (%d, %d, %d, %d), got (%s)", shape[1], shape[2], shape[3], shape[4], table.concat(s, ", "))
-    latents = latents:to("f32"):clone()
-  else
-    latents = generator:randn(shape)
-  end
-  latents = latents * scheduler.init_noise_sigma
-  t0 = clock()
-  latents = self:denoise(p, scheduler, scheduler.timesteps, latents, cond, context, generator, info)
+  local latents, timesteps = start(scheduler, generator)
+  local t0 = clock()
+  latents = self:denoise(p, scheduler, timesteps, latents, cond, context, generator, info)
   info.sampling_seconds = clock() - t0
   t0 = clock()
   local image = self:decode(latents)
@@ -296,6 +280,24 @@ function Pipeline:txt2img(args)
   info.latents = latents
   info.total_seconds = clock() - t_start
   return image, info
+end
+
+-- txt2img{prompt, negative_prompt, steps=20, guidance=7.5, seed, scheduler, scheduler_options,
+-- eta, width, height, batch_size=1, latents, on_step, clip_skip, long_prompt, weighting,
+-- sampler} -> image (B, 3, H, W) in [0, 1], info
+function Pipeline:txt2img(args)
+  local p = self:resolve(args, "txt2img")
+  local shape = {p.batch_size, self.unet_config.out_channels or 4, p.height // 8, p.width // 8}
+  if p.latents then
+    local s = p.latents.shape
+    check(#s == 4 and s[1] == shape[1] and s[2] == shape[2] and s[3] == shape[3] and s[4] == shape[4],
+      "latents must have shape (%d, %d, %d, %d), got (%s)", shape[1], shape[2], shape[3], shape[4], table.concat(s, ", "))
+  end
+  return self:generate(p, args, new_info(self, p, "txt2img"), function(scheduler, generator)
+    -- as diffusers: the given or drawn noise, times the scheduler's initial sigma
+    local noise = p.latents and p.latents:to("f32") or generator:randn(shape)
+    return noise * scheduler.init_noise_sigma, scheduler.timesteps
+  end)
 end
 
 -- The init image as the VAE wants it: (1, 3, H, W) in [-1, 1].
@@ -310,7 +312,6 @@ end
 
 -- img2img{image, strength=0.8, ...txt2img's arguments} -> image, info
 function Pipeline:img2img(args)
-  local t_start = clock()
   check(type(args) == "table", "img2img expects a table of arguments")
   check(args.image ~= nil, "img2img needs image= (a (1, 3, H, W) tensor in [0, 1] or a PNG path)")
   local init = prepare_image(args.image)
@@ -325,40 +326,24 @@ function Pipeline:img2img(args)
   p.strength = strength
   local info = new_info(self, p, "img2img")
   info.strength = strength
-
-  local t0 = clock()
-  local cond, context = self:embeddings(p, args)
-  info.encode_seconds = clock() - t0
-
-  local scheduler = self:make_scheduler(p)
-  scheduler:set_timesteps(p.steps)
-  local init_timestep = math.min(math.floor(p.steps * strength), p.steps)
-  local t_begin = math.max(p.steps - init_timestep, 0)
-  local order = scheduler.order or 1
-  local timesteps = table.move(scheduler.timesteps, t_begin * order + 1, #scheduler.timesteps, 1, {})
-  check(#timesteps > 0, "strength %g leaves no denoising steps out of %d", strength, p.steps)
-  if scheduler.set_begin_index then scheduler:set_begin_index(t_begin * order) end
-
-  local generator = args.generator or core.rng.torch(p.seed)
-  local mean, logvar = self.vae:encode(init)
-  local std = (logvar * 0.5):exp()
-  local sample = mean + std * generator:randn(mean.shape)
-  local init_latents = sample * self.scaling_factor
-  if p.batch_size > 1 then
-    local s = init_latents.shape
-    init_latents = init_latents:expand{p.batch_size, s[2], s[3], s[4]}:contiguous()
-  end
-  local noise = generator:randn(init_latents.shape)
-  local latents = scheduler:add_noise(init_latents, noise, {timesteps[1]})
-  t0 = clock()
-  latents = self:denoise(p, scheduler, timesteps, latents, cond, context, generator, info)
-  info.sampling_seconds = clock() - t0
-  t0 = clock()
-  local image = self:decode(latents)
-  info.decode_seconds = clock() - t0
-  info.latents = latents
-  info.total_seconds = clock() - t_start
-  return image, info
+  return self:generate(p, args, info, function(scheduler, generator)
+    -- as diffusers: skip the first (1 - strength) of the schedule, encode the image (first
+    -- draw of the generator), noise it to the first remaining timestep (second draw)
+    local init_timestep = math.min(math.floor(p.steps * strength), p.steps)
+    local t_begin = math.max(p.steps - init_timestep, 0)
+    local order = scheduler.order or 1
+    local timesteps = table.move(scheduler.timesteps, t_begin * order + 1, #scheduler.timesteps, 1, {})
+    check(#timesteps > 0, "strength %g leaves no denoising steps out of %d", strength, p.steps)
+    if scheduler.set_begin_index then scheduler:set_begin_index(t_begin * order) end
+    local _, _, dist = self.vae:encode(init)
+    local init_latents = dist:sample(generator) * self.scaling_factor
+    if p.batch_size > 1 then
+      local s = init_latents.shape
+      init_latents = init_latents:expand{p.batch_size, s[2], s[3], s[4]}:contiguous()
+    end
+    local noise = generator:randn(init_latents.shape)
+    return scheduler:add_noise(init_latents, noise, {timesteps[1]}), timesteps
+  end)
 end
 
 local M = {Pipeline = Pipeline, new = Pipeline.new}

@@ -320,8 +320,13 @@ static void pw_row(const char *name, double bytes, double t, double memcpy_gbs)
 	fflush(stdout);
 }
 
+static const char *pw_names[] = {"memcpy", "add", "silu", "group_norm", "layer_norm", "softmax", "geglu"};
+
 static void bench_pointwise(void)
 {
+	int any = 0;
+	for (size_t i = 0; i < sizeof pw_names / sizeof pw_names[0]; i++) any |= wanted(pw_names[i]) != 0;
+	if (filter && !any) return;
 	printf("\n### Pointwise kernels (GB/s = bytes read once + written once, vs a 2-thread memcpy of "
 	       "the same bytes)\n\n");
 	printf("| %-44s | %8s | %7s | %7s | %5s |\n", "case", "ms", "GB/s", "memcpy", "ratio");

@@ -156,6 +156,30 @@ static void test_strides_scale(void)
 	run_case(c, s++);
 }
 
+static void test_rowhelpers(void)
+{
+	/* exp(s - m) and its sum over [-120, 0] and odd lengths (vector body and masked tail) */
+	float s[203];
+	for (int n = 1; n <= 203; n += 101) {
+		for (int i = 0; i < n; i++) s[i] = -120.0f * i / (n > 1 ? n - 1 : 1) + 3.0f;
+		float mx = sd_attn_rowmax(s, n);
+		CHECK(mx == 3.0f, "rowmax %g", mx);
+		double want_sum = 0;
+		for (int i = 0; i < n; i++) want_sum += exp((double)s[i] - 3.0);
+		float t[203];
+		memcpy(t, s, sizeof t);
+		float sum = sd_attn_expsum(t, n, 3.0f);
+		CHECK(fabs(sum - want_sum) <= 1e-6 * want_sum, "sum %g vs %g", sum, want_sum);
+		for (int i = 0; i < n; i++) {
+			double w = exp((double)s[i] - 3.0);
+			CHECK(fabs(t[i] - w) <= 4e-7 * w + 1e-44, "exp(%g) = %g, want %g", s[i] - 3.0, t[i], w);
+		}
+	}
+	float z[3] = {-INFINITY, 0.0f, NAN};
+	sd_attn_expsum(z, 3, 0.0f);
+	CHECK(z[0] == 0.0f && z[1] == 1.0f && isnan(z[2]), "exp(-inf)=%g exp(0)=%g exp(nan)=%g", z[0], z[1], z[2]);
+}
+
 static void test_edge(void)
 {
 	float q[4] = {1, 2, 3, 4}, out[4] = {1, 1, 1, 1};
@@ -173,6 +197,7 @@ int main(void)
 	RUN("attention: query and key tiles, cross-attention shape", test_tiles());
 	RUN("attention: causal mask", test_causal());
 	RUN("attention: broadcast/padded strides, sharp softmax", test_strides_scale());
+	RUN("attention: row max and exp-sum helpers", test_rowhelpers());
 	RUN("attention: M=0 and rejected arguments", test_edge());
 	sd_workspace_release();
 	CHECK_DONE();

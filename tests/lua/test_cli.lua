@@ -145,6 +145,13 @@ test.case("cli: usage errors", function()
   has(err, "-t wants a thread count", "stderr")
   rc, _, err = run("-t lots")
   test.eq(rc, 1, "-t lots")
+  local out
+  rc, out, err = run("-h")
+  test.eq(rc, 0, "-h")
+  has(out, "usage: sdlua", "-h prints the usage on stdout")
+  test.eq(err, "", "-h stderr")
+  rc, out = run("--help")
+  test.eq(rc, 0, "--help")
 end)
 
 test.case("cli: -l, -v, -i, -, --", function()
@@ -278,6 +285,8 @@ else
     local h = slurp(hist)
     has(h, "\n1+1\n", "history file")
     has(h, "\nsd.threads()\n", "the completed line in the history")
+    has(h, "\nx\\040=\\0402^\\01210\n", "a two-line chunk is one entry, escaped as libedit's")
+    test.eq(h:match("^[^\n]*"), "_HiStOrY_V2_", "the header of libedit's history files")
     test.truthy(not h:find("abc", 1, true), "a cancelled line is not in the history")
   end)
 end

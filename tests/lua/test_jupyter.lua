@@ -114,9 +114,12 @@ local pid = sh(string.format("%s %s %s >%s 2>&1 & echo $!", quote(sdlua), quote(
 
 local ctx = zmq.context()
 local function ep(port) return string.format("ipc://%s-%d", conn.ip, port) end
-local shell = ctx:socket("DEALER"):connect(ep(1))
+-- as Jupyter's clients do, shell and stdin share one identity: the kernel's input_request goes to
+-- the identity of the execute_request's sender
+local shell = ctx:socket("DEALER"):setopt("identity", "test-client"):connect(ep(1))
 local iopub = ctx:socket("SUB"):setopt("subscribe", ""):connect(ep(2))
 local control = ctx:socket("DEALER"):connect(ep(4))
+local stdin = ctx:socket("DEALER"):setopt("identity", "test-client"):connect(ep(3))
 local hb = ctx:socket("REQ"):connect(ep(5))
 local session = "test-session"
 
@@ -273,6 +276,20 @@ else
     test.truthy(s:find("stream display_data display_data", 1, true), s)
   end)
 
+  test.case("kernel: io.read asks the frontend (stdin channel)", function()
+    local id = send(shell, "execute_request", {code = "line = io.read()\nline .. '!'", allow_stdin = true})
+    local req = recv(stdin)
+    test.eq(req.header.msg_type, "input_request")
+    test.eq(req.parent_header.msg_id, id)
+    send(stdin, "input_reply", {value = "typed"})
+    local reply = recv(shell)
+    test.eq(reply.content.status, "ok")
+    local _, pub = execute("line")
+    test.eq(outputs(pub, "execute_result")[1].data["text/plain"], '"typed"')
+    reply = execute("io.read()")
+    test.eq(reply.content.status, "error", "no stdin allowed")
+  end)
+
   test.case("kernel: interrupt by SIGINT and by interrupt_request, many times", function()
     for i = 1, 4 do
       local id = send(shell, "execute_request", {code = "while true do end", silent = false})
@@ -311,7 +328,7 @@ else
   end)
 end
 
-for _, s in ipairs({shell, iopub, control, hb}) do s:close() end
+for _, s in ipairs({shell, iopub, control, stdin, hb}) do s:close() end
 ctx:term()
 if pid then sh("kill -9 " .. pid .. " 2>/dev/null") end
 

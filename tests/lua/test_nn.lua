@@ -217,6 +217,24 @@ test.case("linear: (..., in) x (out, in)^T + b, f32/f16/bf16 weights", function(
   shape_eq(T.linear(x, w), {2, 3, 4}, "T.linear")
 end)
 
+test.case("linear: wide f16/bf16 weights (tiles shared out over threads)", function()
+  local x, xv = randt{3, 40}
+  local w = randt{300, 40}
+  for _, dt in ipairs{"f16", "bf16"} do
+    local wh = w:to(dt)
+    local wv = flat(wh:to("f32"))
+    local want = {}
+    for r = 0, 2 do
+      for o = 0, 299 do
+        local s = 0
+        for i = 0, 39 do s = s + xv[r * 40 + i + 1] * wv[o * 40 + i + 1] end
+        want[#want + 1] = s
+      end
+    end
+    close(flat(x:linear(wh)), want, 1e-4, dt)
+  end
+end)
+
 test.case("linear: errors", function()
   test.raises(function() return T.ones{2, 77, 768}:linear(T.ones{320, 1024}) end,
     "linear: input (2, 77, 768) has 768 features but weight (320, 1024) expects 1024")
@@ -279,6 +297,16 @@ test.case("conv2d: against a naive convolution, all options", function()
   local w3, w3v = randt{5, 4, 1, 1}
   close(flat(x:conv2d(w3)), (ref_conv(xv, 2, 4, 7, 6, w3v, 5, 1, 1, nil, 1, 1, 0, 0, 1, 1, 1)), 1e-5, "1x1")
   shape_eq(T.conv2d(x, w3), {2, 5, 7, 6}, "T.conv2d")
+end)
+
+test.case("conv2d: larger images (bands per thread), batch and groups", function()
+  local x, xv = randt{2, 4, 24, 20}
+  local w, wv = randt{6, 2, 3, 3}
+  local b, bv = randt{6}
+  local y = x:conv2d(w, b, {padding = 1, groups = 2})
+  local want, oh, ow = ref_conv(xv, 2, 4, 24, 20, wv, 6, 3, 3, bv, 1, 1, 1, 1, 1, 1, 2)
+  shape_eq(y, {2, 6, oh, ow})
+  close(flat(y), want, 1e-4, "24x20 groups 2")
 end)
 
 test.case("conv2d: 3-D input, f16/bf16 weights, non-contiguous input", function()

@@ -171,7 +171,8 @@ function K.compile(code, name)
   if f then return f end
   local body = code:gsub("%s+$", "")
   local head, tail = body:match("^(.*\n)([^\n]*)$")
-  if tail and tail:match("%S") and not tail:match("^%s*%-%-") then
+  -- the last line must be an expression on its own: "return end" would compile inside a block
+  if tail and tail:match("%S") and not tail:match("^%s*%-%-") and load("return " .. tail) then
     f = load(head .. "return " .. tail, name)
     if f then return f end
   end
@@ -461,11 +462,11 @@ function Kernel:execute(msg)
   else
     self.parent, self.streams = msg, {stdout = {}, stderr = {}, size = 0, last = core.clock()}
     zmq.interruptible(true)
-    -- an interrupt_request on the control channel stops the cell (checked every 10000 instructions)
+    -- an interrupt_request on the control channel stops the cell (checked every 100000 instructions)
     local kernel = self
     debug.sethook(function()
       if zmq.poll({kernel.control}, 0)[1] then kernel:handle_control_during_run() end
-    end, "", 10000)
+    end, "", 100000)
     local r = table.pack(xpcall(f, traceback_handler))
     debug.sethook()
     zmq.interruptible(false)

@@ -10,8 +10,9 @@
 --       the same name are joined first (where a stream is split depends on timing). Exit status
 --       1 when an output differs or a notebook fails. --update stores the new outputs instead.
 --
--- Environment: SDLUA_NOTEBOOK_TIMEOUT (seconds per cell, default 1800); the notebooks themselves
--- read SDLUA_MODEL (see docs/notebooks.md).
+-- Environment: SDLUA_NOTEBOOK_TIMEOUT (seconds per cell, default 1800), SDLUA_NOTEBOOK_THREADS
+-- (the kernel's thread count, default 2, as the stored outputs were made); the notebooks
+-- themselves read SDLUA_MODEL (see docs/notebooks.md).
 local cjson = require "cjson"
 
 local function fail(msg)
@@ -167,6 +168,9 @@ local function check(args)
   assert(os.execute("mkdir -p " .. quote(tmp .. "/jupyter/kernels/sdlua") .. " " .. quote(tmp .. "/out")))
   kernelspec(tmp .. "/jupyter/kernels/sdlua")
   local timeout = tonumber(os.getenv("SDLUA_NOTEBOOK_TIMEOUT") or "") or 1800
+  -- some float reductions split their work by thread count: pin it, so that results do not
+  -- depend on the machine's number of cores
+  local threads = math.tointeger(tonumber(os.getenv("SDLUA_NOTEBOOK_THREADS") or "")) or 2
   local failed = 0
   for _, nb in ipairs(notebooks) do
     local path = absolute(nb)
@@ -176,10 +180,10 @@ local function check(args)
     io.write("# ", nb, "\n")
     io.stdout:flush()
     local t0 = os.time()
-    local cmd = string.format("cd %s && JUPYTER_PATH=%s jupyter-nbconvert --to notebook --execute "
+    local cmd = string.format("cd %s && SDLUA_THREADS=%d JUPYTER_PATH=%s jupyter-nbconvert --to notebook --execute "
       .. "--ExecutePreprocessor.kernel_name=sdlua --ExecutePreprocessor.timeout=%d "
       .. "--ExecutePreprocessor.record_timing=False --output-dir %s --output %s %s",
-      quote(dir), quote(tmp .. "/jupyter"), timeout, quote(tmp .. "/out"), quote(base), quote(base))
+      quote(dir), threads, quote(tmp .. "/jupyter"), timeout, quote(tmp .. "/out"), quote(base), quote(base))
     local rok, out = run(cmd)
     local fresh_text = rok and read(tmp .. "/out/" .. base)
     if not fresh_text then

@@ -11,7 +11,8 @@
 --
 -- L.plan(header, opts) does the recognition and key mapping on a header alone
 -- (name -> {shape=, dtype=}); L.header(path) / L.inspect(path, opts) describe a single file
--- without loading weights; L.single_file_layout(preset) lists the LDM names for writing files.
+-- without loading weights; L.single_file_layout(preset [, {release = true}]) lists the LDM names
+-- for writing files.
 -- See docs/checkpoints.md.
 local arch = require "sd.arch"
 local detect = require "sd.loader.detect"
@@ -695,9 +696,17 @@ end
 -- "text_encoder", sources = {diffusers names}} in name order. Several sources (OpenCLIP's fused
 -- q/k/v in_proj) are concatenated along dim 1; a source whose shape differs (the VAE attention's
 -- [C, C] linear weights) is reshaped to `shape`. preset: a name or table of sd.arch.presets.
-function M.single_file_layout(preset)
+-- opts.release: also the tensors the original release files carry that the pipeline does not use
+-- (preset.release: SD 1.5's position_ids, SD 2.1's 24th text block, text_projection, logit_scale);
+-- those entries have no sources and may have `dtype` and `init`.
+function M.single_file_layout(preset, opts)
   if type(preset) == "string" then
     preset = arch.presets[preset] or error("unknown architecture " .. preset, 2)
+  end
+  local release = opts and opts.release and preset.release
+  if release and release.text_layers then
+    preset = arch.copy(preset)
+    preset.text_encoder.num_hidden_layers = release.text_layers
   end
   local maps = {
     unet = keymap_unet.build(preset.unet),
@@ -719,6 +728,10 @@ function M.single_file_layout(preset)
   end
   local list = {}
   for _, r in pairs(by_src) do list[#list + 1] = r end
+  for _, x in ipairs(release and release.extra or {}) do
+    list[#list + 1] = {name = x.name, shape = arch.copy(x.shape), component = "text_encoder", sources = {},
+      dtype = x.dtype, init = x.init}
+  end
   table.sort(list, function(a, b) return a.name < b.name end)
   return list
 end

@@ -40,6 +40,7 @@ local function check_supported(c)
     end
   end
   -- cjson decodes JSON null as cjson.null (a lightuserdata); treat it as nil
+  if type(c.mid_block_type) == "userdata" then c.mid_block_type = false end   -- null: no mid block
   for k, v in pairs(c) do if type(v) == "userdata" then c[k] = nil end end
   unsupported("addition_embed_type", nil)
   unsupported("class_embed_type", nil)
@@ -52,6 +53,13 @@ local function check_supported(c)
   unsupported("center_input_sample", false)
   unsupported("attention_type", "default")
   unsupported("act_fn", "silu")
+  unsupported("timestep_post_act", nil)
+  unsupported("time_embedding_act_fn", nil)
+  unsupported("resnet_skip_time_act", false)
+  unsupported("cross_attention_norm", nil)
+  unsupported("encoder_hid_dim_type", nil)
+  unsupported("class_embeddings_concat", false)
+  unsupported("reverse_transformer_layers_per_block", nil)
 end
 
 -- config: a diffusers UNet2DConditionModel config table; weights: name -> tensor.
@@ -68,7 +76,8 @@ function UNet.new(config, weights, opts)
     {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"}
   local up_types = c.up_block_types or
     {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"}
-  local mid_type = c.mid_block_type or "UNetMidBlock2DCrossAttn"
+  local mid_type = c.mid_block_type
+  if mid_type == nil then mid_type = "UNetMidBlock2DCrossAttn" end
   if #down_types ~= nblocks or #up_types ~= nblocks then
     error("unet config: down_block_types / up_block_types must have one entry per block_out_channels", 2)
   end
@@ -84,6 +93,7 @@ function UNet.new(config, weights, opts)
   local in_ch, out_ch = c.in_channels or 4, c.out_channels or 4
   local temb_dim = c.time_embedding_dim or boc[1] * 4
   local conv_in_k, conv_out_k = c.conv_in_kernel or 3, c.conv_out_kernel or 3
+  local res_scale = c.resnet_out_scale_factor or 1
 
   weights = weights or {}
   local ws = nn.store(weights, "unet", opts.init)
@@ -113,6 +123,7 @@ function UNet.new(config, weights, opts)
     self.down_blocks[i] = nn.DownBlock.new(ws, "down_blocks." .. (i - 1), {
       cin = cin, cout = out_channels, layers = layers[i], temb_channels = temb_dim,
       groups = groups, eps = eps, downsample = not final, downsample_padding = c.downsample_padding or 1,
+      output_scale_factor = res_scale,
       attention = with_attn and attn_opts(i, heads[i], out_channels) or nil})
   end
 
@@ -121,7 +132,7 @@ function UNet.new(config, weights, opts)
     self.mid_block = nn.MidBlock.new(ws, "mid_block", {channels = boc[nblocks], temb_channels = temb_dim,
       groups = groups, eps = eps, output_scale_factor = c.mid_block_scale_factor or 1,
       attention = attn_opts(nblocks, heads[nblocks], boc[nblocks])})
-  elseif mid_type ~= nil then
+  elseif mid_type ~= false then
     error("unet config: mid block type " .. tostring(mid_type) .. " is not supported", 2)
   end
 
@@ -141,7 +152,7 @@ function UNet.new(config, weights, opts)
     else error("unet config: up block type " .. tostring(typ) .. " is not supported", 2) end
     self.up_blocks[i] = nn.UpBlock.new(ws, "up_blocks." .. (i - 1), {
       cin = skip_in, prev = prev, cout = out_channels, layers = rlayers[i] + 1, skips = true,
-      temb_channels = temb_dim, groups = groups, eps = eps, upsample = not final,
+      temb_channels = temb_dim, groups = groups, eps = eps, upsample = not final, output_scale_factor = res_scale,
       attention = with_attn and {heads = rheads[i], dim_head = out_channels // rheads[i], groups = groups,
         depth = rdepth[i], cross_attention_dim = rcross[i], use_linear_projection = linear,
         only_cross_attention = ronly[i]} or nil})

@@ -32,9 +32,9 @@ for _, name in ipairs(M.names) do
   if not M.class_names[c] then M.class_names[c] = name end
 end
 
--- Human-readable names of the usual UI variants.
+-- The names AUTOMATIC1111 shows (and writes into image parameters as "Sampler:").
 M.ui_names = {
-  ddim = "DDIM", ddpm = "DDPM", pndm = "PNDM (PLMS)", lms = "LMS", euler = "Euler", euler_a = "Euler a",
+  ddim = "DDIM", ddpm = "DDPM", pndm = "PLMS", lms = "LMS", euler = "Euler", euler_a = "Euler a",
   heun = "Heun", dpm2 = "DPM2", dpmpp_2m = "DPM++ 2M", dpmpp_2m_sde = "DPM++ 2M SDE", unipc = "UniPC",
   lcm = "LCM",
 }
