@@ -110,14 +110,15 @@ install-kernel: $(SDLUA)
 
 # notebooks-check re-executes notebooks with `jupyter nbconvert --execute` on the sdlua kernel and
 # fails when any output differs from the one stored (images byte for byte). CI runs the notebooks
-# that need only the tiny reference models ($(SDLUA_REFERENCE)/tiny-sd1): all six of examples/,
-# with SDLUA_MODEL unset. NOTEBOOKS=... checks others; notebooks-update stores fresh outputs.
+# that need only the tiny reference models ($(SDLUA_REFERENCE)/tiny-sd1): all six of examples/.
+# SDLUA_MODEL and SDLUA_NOTEBOOK_SIZE are unset for the run (the stored outputs are the tiny
+# model's). NOTEBOOKS=... checks others; notebooks-update stores fresh outputs.
 NOTEBOOKS_CI = examples/01-tensors-and-kernels.ipynb examples/02-tokenizer-and-text-encoder.ipynb \
   examples/03-schedulers.ipynb examples/04-your-own-sampler.ipynb examples/05-txt2img.ipynb \
   examples/06-img2img.ipynb
 NOTEBOOKS ?= $(NOTEBOOKS_CI)
 notebooks-check: $(SDLUA)
-	$(SDLUA) lua/sd/jupyter/notebooks.lua check $(NOTEBOOKS)
+	env -u SDLUA_MODEL -u SDLUA_NOTEBOOK_SIZE $(SDLUA) lua/sd/jupyter/notebooks.lua check $(NOTEBOOKS)
 
 notebooks-update: $(SDLUA)
-	$(SDLUA) lua/sd/jupyter/notebooks.lua check --update $(NOTEBOOKS)
+	env -u SDLUA_MODEL -u SDLUA_NOTEBOOK_SIZE $(SDLUA) lua/sd/jupyter/notebooks.lua check --update $(NOTEBOOKS)

@@ -8,7 +8,8 @@
 #include "gemm.h"
 #include "sd_error.h"
 
-/* im2col workspace budget in floats (4 MB); a band has at least MIN_COLS output pixels. */
+/* im2col workspace budget in floats: 4 MB for the shared band of small images, 8 MB per thread
+ * for the per-thread bands of large ones; a band has at least MIN_COLS output pixels. */
 #define IM2COL_FLOATS (1 << 20)
 #define MIN_COLS 128
 /* output pixels per thread from which each thread runs its own bands */
@@ -139,7 +140,9 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		/* Large images: each thread takes whole bands, gathers its im2col band into its own
 		 * workspace and runs a single-threaded product on it. One parallel region for the
 		 * whole convolution, and each band is consumed by the core that wrote it. */
-		int64_t np = IM2COL_FLOATS / kdim;
+		/* Every band re-packs (and for f16/bf16 re-widens) the weights: bands of 8 MB keep
+		 * that cost to a few percent. */
+		int64_t np = 2 * IM2COL_FLOATS / kdim;
 		if (np < MIN_COLS) np = MIN_COLS;
 		int64_t nb = (ohw + np - 1) / np;
 		if (n * g == 1) nb = (nb + nth - 1) / nth * nth; /* even share per thread */

@@ -184,6 +184,37 @@ static int vec_param(const sd_tensor *p, int64_t n, const char *what, const sd_t
 	return sd_tensor_contiguous(p, c);
 }
 
+/* The operands of a normalisation of x with optional per-feature weight and bias of n values:
+ * f32 contiguous copies (or views) of x, weight and bias, and a new f32 output of x's shape. */
+typedef struct {
+	sd_tensor x, weight, bias, out;
+} norm_operands;
+
+/* Fills *op; on failure nothing is held and the error is set. */
+static int norm_operands_take(norm_operands *op, const sd_tensor *x, const sd_tensor *weight, const sd_tensor *bias,
+                              int64_t n)
+{
+	*op = (norm_operands){0};
+	if (weight && vec_param(weight, n, "weight", x, &op->weight) != 0) return -1;
+	if (bias && vec_param(bias, n, "bias", x, &op->bias) != 0) goto fail;
+	if (sd_tensor_contiguous(x, &op->x) != 0) goto fail;
+	if (sd_tensor_new(&op->out, SD_F32, x->ndim, x->shape) != 0) { sd_tensor_release(&op->x); goto fail; }
+	return 0;
+fail:
+	if (op->weight.storage) sd_tensor_release(&op->weight);
+	if (op->bias.storage) sd_tensor_release(&op->bias);
+	return -1;
+}
+
+/* Releases the inputs taken by norm_operands_take and hands the output to *out. */
+static void norm_operands_finish(norm_operands *op, sd_tensor *out)
+{
+	sd_tensor_release(&op->x);
+	if (op->weight.storage) sd_tensor_release(&op->weight);
+	if (op->bias.storage) sd_tensor_release(&op->bias);
+	*out = op->out;
+}
+
 int sd_group_norm(const sd_tensor *x, int64_t groups, const sd_tensor *weight, const sd_tensor *bias,
                   float eps, int silu, sd_tensor *out)
 {
@@ -193,24 +224,14 @@ int sd_group_norm(const sd_tensor *x, int64_t groups, const sd_tensor *weight, c
 	if (groups <= 0 || C % groups != 0)
 		return sd_seterr("%lld groups do not divide the %lld channels of %s", (long long)groups, (long long)C, SD_SHAPE_STR(x));
 	if (!(eps >= 0)) return sd_seterr("eps must be >= 0");
-	sd_tensor xc, wc = {0}, bc = {0}, r;
-	if (weight && vec_param(weight, C, "weight", x, &wc) != 0) return -1;
-	if (bias && vec_param(bias, C, "bias", x, &bc) != 0) goto fail;
-	if (sd_tensor_contiguous(x, &xc) != 0) goto fail;
-	if (sd_tensor_new(&r, SD_F32, x->ndim, x->shape) != 0) { sd_tensor_release(&xc); goto fail; }
+	norm_operands op;
+	if (norm_operands_take(&op, x, weight, bias, C) != 0) return -1;
 	int64_t N = x->shape[0], HW = 1;
 	for (int i = 2; i < x->ndim; i++) HW *= x->shape[i];
-	sd_group_norm_f32(sd_tensor_data(&xc), sd_tensor_data(&r), N, C, HW, groups,
-	                  weight ? sd_tensor_data(&wc) : NULL, bias ? sd_tensor_data(&bc) : NULL, eps, silu);
-	sd_tensor_release(&xc);
-	if (wc.storage) sd_tensor_release(&wc);
-	if (bc.storage) sd_tensor_release(&bc);
-	*out = r;
+	sd_group_norm_f32(sd_tensor_data(&op.x), sd_tensor_data(&op.out), N, C, HW, groups,
+	                  weight ? sd_tensor_data(&op.weight) : NULL, bias ? sd_tensor_data(&op.bias) : NULL, eps, silu);
+	norm_operands_finish(&op, out);
 	return 0;
-fail:
-	if (wc.storage) sd_tensor_release(&wc);
-	if (bc.storage) sd_tensor_release(&bc);
-	return -1;
 }
 
 int sd_layer_norm(const sd_tensor *x, const sd_tensor *weight, const sd_tensor *bias, float eps, sd_tensor *out)
@@ -219,23 +240,13 @@ int sd_layer_norm(const sd_tensor *x, const sd_tensor *weight, const sd_tensor *
 	if (x->ndim < 1) return sd_seterr("input %s has no last dimension", SD_SHAPE_STR(x));
 	if (!(eps >= 0)) return sd_seterr("eps must be >= 0");
 	int64_t D = x->shape[x->ndim - 1];
-	sd_tensor xc, wc = {0}, bc = {0}, r;
-	if (weight && vec_param(weight, D, "weight", x, &wc) != 0) return -1;
-	if (bias && vec_param(bias, D, "bias", x, &bc) != 0) goto fail;
-	if (sd_tensor_contiguous(x, &xc) != 0) goto fail;
-	if (sd_tensor_new(&r, SD_F32, x->ndim, x->shape) != 0) { sd_tensor_release(&xc); goto fail; }
+	norm_operands op;
+	if (norm_operands_take(&op, x, weight, bias, D) != 0) return -1;
 	int64_t rows = D ? sd_tensor_numel(x) / D : 0;
-	sd_layer_norm_f32(sd_tensor_data(&xc), sd_tensor_data(&r), rows, D, weight ? sd_tensor_data(&wc) : NULL,
-	                  bias ? sd_tensor_data(&bc) : NULL, eps);
-	sd_tensor_release(&xc);
-	if (wc.storage) sd_tensor_release(&wc);
-	if (bc.storage) sd_tensor_release(&bc);
-	*out = r;
+	sd_layer_norm_f32(sd_tensor_data(&op.x), sd_tensor_data(&op.out), rows, D,
+	                  weight ? sd_tensor_data(&op.weight) : NULL, bias ? sd_tensor_data(&op.bias) : NULL, eps);
+	norm_operands_finish(&op, out);
 	return 0;
-fail:
-	if (wc.storage) sd_tensor_release(&wc);
-	if (bc.storage) sd_tensor_release(&bc);
-	return -1;
 }
 
 int sd_softmax(const sd_tensor *x, int dim, sd_tensor *out)

@@ -1,6 +1,7 @@
 /* sdlua: the Lua 5.4 interpreter with the sd core linked in.
  *
  *   sdlua [options] [script [args...]]
+ *   sdlua txt2img|img2img|info|make-checkpoint [options]    (lua/sd/cli.lua, docs/cli.md)
  *
  * Runs a script with the global `arg` table laid out as the stock lua program lays it out, or
  * reads chunks interactively (libedit line editing and history on a terminal, plain lines from a
@@ -53,9 +54,10 @@ static void usage(const char *bad, FILE *to)
 	        "  --        stop handling options\n"
 	        "  -         run standard input as a script and stop handling options\n"
 	        "  -h        this help\n"
+	        "Subcommands (each has --help): %s txt2img|img2img|info|make-checkpoint ...\n"
 	        "With no script and no -e or -v: interactive mode. Environment: SDLUA_THREADS,\n"
-	        "SDLUA_HISTORY, LUA_PATH, LUA_CPATH. See docs/cli-runtime.md.\n",
-	        progname);
+	        "SDLUA_HISTORY, LUA_PATH, LUA_CPATH. See docs/cli-runtime.md and docs/cli.md.\n",
+	        progname, progname);
 	fflush(to);
 }
 
@@ -802,6 +804,39 @@ static int blank(const char *s)
 
 enum { CHUNK_OK, CHUNK_ERR, CHUNK_EOF, CHUNK_SKIP };
 
+/* "?expr" (or "?" alone) shows the documentation of expr: the chunk
+ * require("sd.help").query("expr") (lua/sd/help.lua), the text passed as a string literal with
+ * every byte but letters and digits escaped. Takes ownership of line. */
+static int help_chunk(lua_State *L, char *line)
+{
+	const unsigned char *p;
+	luaL_Buffer b;
+	int status;
+	if (use_editline) history_add(line);
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, "return require('sd.help').query(\"");
+	for (p = (const unsigned char *)line + 1; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+		    *p == '.' || *p == ':' || *p == ' ') {
+			luaL_addchar(&b, (char)*p);
+		} else {
+			char esc[8];
+			snprintf(esc, sizeof esc, "\\%03u", (unsigned)*p);
+			luaL_addstring(&b, esc);
+		}
+	}
+	luaL_addstring(&b, "\")");
+	luaL_pushresult(&b);
+	free(line);
+	{
+		size_t len;
+		const char *code = lua_tolstring(L, -1, &len);
+		status = luaL_loadbuffer(L, code, len, "=stdin");
+	}
+	lua_remove(L, -2);
+	return status == LUA_OK ? CHUNK_OK : CHUNK_ERR;
+}
+
 /* Reads lines until they form a chunk (or a syntax error that is not about the end). */
 static int read_chunk(lua_State *L)
 {
@@ -814,6 +849,7 @@ static int read_chunk(lua_State *L)
 		free(line);
 		return CHUNK_SKIP;
 	}
+	if (line[0] == '?') return help_chunk(L, line);
 	lua_pushstring(L, line[0] == '=' ? line + 1 : line); /* "=expr" as in Lua 5.1 */
 	free(line);
 	for (;;) {
@@ -946,6 +982,15 @@ static void repl(lua_State *L)
 		fflush(stdout);
 	}
 	load_show(L);
+	/* the global help(obj) of lua/sd/help.lua (quietly absent if the module cannot load) */
+	lua_getglobal(L, "help");
+	if (lua_isnil(L, -1)) {
+		lua_getglobal(L, "require");
+		lua_pushliteral(L, "sd.help");
+		if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setglobal(L, "help");
+		else lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
 	idle_handler();
 	for (;;) {
 		int base = lua_gettop(L), r = read_chunk(L), status;
@@ -980,12 +1025,59 @@ static void repl(lua_State *L)
 	set_handler(SIG_DFL, 0);
 }
 
+/* ---- subcommands -------------------------------------------------------------------------- */
+/* `sdlua <subcommand> ...` runs require("sd.cli").main({subcommand, ...}) and exits with the
+ * number it returns (0 done, 1 error, 2 usage, 130 interrupted). A script with one of these
+ * names runs as ./name. */
+static const char *const subcommands[] = {"txt2img", "img2img", "info", "make-checkpoint", NULL};
+static int subcommand_status = -1; /* the exit status of a subcommand, -1 when none ran */
+
+static int is_subcommand(const char *a)
+{
+	int i;
+	for (i = 0; subcommands[i]; i++)
+		if (strcmp(a, subcommands[i]) == 0) return 1;
+	return 0;
+}
+
+static int run_subcommand(lua_State *L, int argc, char **argv)
+{
+	int i, status;
+	luaL_checkversion(L);
+	luaL_openlibs(L);
+	create_arg_table(L, argv, argc, 0);
+	lua_gc(L, LUA_GCRESTART);
+	setup_paths(L, argv[0]);
+	subcommand_status = EXIT_FAILURE;
+	if (!load_sd(L, 0)) return 0;
+	if (report(L, dorequire(L, "sd.cli")) != LUA_OK) return 0;
+	lua_getfield(L, -1, "main");
+	lua_createtable(L, argc - 1, 0);
+	for (i = 1; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i);
+	}
+	status = docall(L, 1, 1);
+	if (status != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+		int interrupted = msg && strstr(msg, "interrupted!") != NULL;
+		report(L, status);
+		subcommand_status = interrupted ? 130 : EXIT_FAILURE;
+		return 1;
+	}
+	subcommand_status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
+	if (subcommand_status < 0 || subcommand_status > 255) subcommand_status = EXIT_FAILURE;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 static int pmain(lua_State *L)
 {
 	int argc = (int)lua_tointeger(L, 1);
 	char **argv = (char **)lua_touserdata(L, 2);
 	options o;
+	if (argc >= 2 && is_subcommand(argv[1])) return run_subcommand(L, argc, argv);
 	if (!collect_args(argc, argv, &o)) return 0;
 	if (o.help) {
 		usage(NULL, stdout);
@@ -1038,5 +1130,6 @@ int main(int argc, char **argv)
 	ok = lua_toboolean(L, -1);
 	report(L, status);
 	lua_close(L);
+	if (subcommand_status >= 0 && status == LUA_OK) return subcommand_status;
 	return status == LUA_OK && ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -285,6 +285,8 @@ static int l_poll(lua_State *L)
 		items[i].events = ZMQ_POLLIN;
 		items[i].revents = 0;
 	}
+	if (tmo != tmo) return luaL_argerror(L, 2, "timeout is NaN");
+	if (tmo > 2e9) tmo = 2e9; /* about 23 days: as good as forever, and fits a long */
 	long timeout = tmo < 0 ? -1 : (long)tmo;
 	int r = zmq_poll(items, (int)n, timeout);
 	if (r < 0) {

@@ -173,17 +173,23 @@ function M.tiny_vocab()
   return "{" .. table.concat(entries, ", ") .. "}\n", "#version: 0.2\n"
 end
 
--- Writes vocab.json and merges.txt into dir; refuses to replace a different vocabulary.
-function M.write_tiny_vocab(dir)
+-- Raises when dir holds a vocabulary other than the tiny one.
+function M.check_vocab_dir(dir)
   local vocab, merges = M.tiny_vocab()
-  local vp, mp = dir .. "/vocab.json", dir .. "/merges.txt"
-  for _, f in ipairs{{vp, vocab}, {mp, merges}} do
+  for _, f in ipairs{{dir .. "/vocab.json", vocab}, {dir .. "/merges.txt", merges}} do
     local old = read_all(f[1])
     if old and old ~= f[2] then
       error(("make-checkpoint: %s already holds another vocabulary; write the tiny checkpoint into a folder of its own")
         :format(f[1]), 0)
     end
   end
+end
+
+-- Writes vocab.json and merges.txt into dir; refuses to replace a different vocabulary.
+function M.write_tiny_vocab(dir)
+  M.check_vocab_dir(dir)
+  local vocab, merges = M.tiny_vocab()
+  local vp, mp = dir .. "/vocab.json", dir .. "/merges.txt"
   write_atomic(vp, vocab)
   write_atomic(mp, merges)
   return {vocab = vp, merges = mp}
@@ -200,6 +206,9 @@ function M.write(opts)
   local out = opts.output
   if type(out) ~= "string" or out == "" then error("make-checkpoint: an output file (-o FILE) is needed", 0) end
   local seed = opts.seed or 0
+  local want_vocab = opts.vocab
+  if want_vocab == nil then want_vocab = a.tiny end
+  if want_vocab then M.check_vocab_dir(dirname(out)) end -- before any work
   local core = require "sd.core"
   local list = M.layout(preset)
   local g = core.rng.torch(seed)
@@ -213,10 +222,6 @@ function M.write(opts)
     bytes = bytes + n * (size[t.dtype] or 4)
     if opts.on_tensor then opts.on_tensor(i, #list, e.name) end
   end
-  local vocab
-  local want_vocab = opts.vocab
-  if want_vocab == nil then want_vocab = a.tiny end
-  if want_vocab then vocab = M.write_tiny_vocab(dirname(out)) end
   local meta = {
     format = "pt",
     ["sdlua.arch"] = opts.arch or "tiny",
@@ -226,7 +231,11 @@ function M.write(opts)
   }
   local ok, err = pcall(core.safetensors.save, out, tensors, meta)
   for _, t in pairs(tensors) do t:release() end
-  if not ok then error("make-checkpoint: " .. tostring(err), 0) end
+  if not ok then
+    if tostring(err):find("interrupted!", 1, true) then error(err, 0) end
+    error("make-checkpoint: " .. tostring(err), 0)
+  end
+  local vocab = want_vocab and M.write_tiny_vocab(dirname(out)) or nil
   return {path = out, tensors = #list, parameters = total, bytes = bytes, vocab = vocab, arch = opts.arch or "tiny",
     dtype = dtype, seed = seed}
 end

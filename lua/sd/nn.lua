@@ -37,6 +37,15 @@ local function free(...)
 end
 nn.free = free
 
+-- A model's resolved config: a copy of `defaults` with the keys of `config` laid over it (JSON
+-- nulls, which cjson decodes as a userdata, are skipped).
+function nn.with_defaults(defaults, config)
+  local c = {}
+  for k, v in pairs(defaults) do c[k] = v end
+  for k, v in pairs(config or {}) do if type(v) ~= "userdata" then c[k] = v end end
+  return c
+end
+
 local function shape_str(s)
   return "(" .. table.concat(s, ",") .. ")"
 end
@@ -346,6 +355,25 @@ function nn.permute_reshape(x, perm, shape)
   return r
 end
 
+-- (B,C,H,W) -> (B,H*W,C): an image as a sequence of H*W tokens. Releases the image.
+local function image_to_tokens(img)
+  local B, C, H, W = table.unpack(img.shape)
+  local tokens = nn.permute_reshape(img, {1, 3, 4, 2}, {B, H * W, C})
+  free(img)
+  return tokens
+end
+
+-- (B,H*W,C) tokens back to the (B,C,H,W) shape of `x`, plus x (the residual connection).
+-- Releases the tokens.
+local function tokens_to_image_plus(tokens, x)
+  local B, C, H, W = table.unpack(x.shape)
+  local img = nn.view_permute(tokens, {B, H, W, C}, {1, 4, 2, 3})
+  free(tokens)
+  local out = img + x
+  free(img)
+  return out
+end
+
 function Attention:forward(x, ctx, causal)
   local B, N = x.shape[1], x.shape[2]
   ctx = ctx or x
@@ -454,10 +482,7 @@ end
 
 -- x (B,C,H,W), ctx (B,M,cross_dim) -> (B,C,H,W)
 function Transformer2D:forward(x, ctx)
-  local B, C, H, W = table.unpack(x.shape)
-  local n = self.norm:forward(x)
-  local tokens = nn.permute_reshape(n, {1, 3, 4, 2}, {B, H * W, C})
-  free(n)
+  local tokens = image_to_tokens(self.norm:forward(x))
   local h = self.proj_in:forward(tokens)
   free(tokens)
   for _, blk in ipairs(self.blocks) do
@@ -467,11 +492,7 @@ function Transformer2D:forward(x, ctx)
   end
   local o = self.proj_out:forward(h)
   free(h)
-  local on = nn.view_permute(o, {B, H, W, C}, {1, 4, 2, 3})
-  free(o)
-  local out = on + x
-  free(on)
-  return out
+  return tokens_to_image_plus(o, x)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -683,16 +704,10 @@ function SpatialAttention.new(ws, prefix, opts)
 end
 
 function SpatialAttention:forward(x)
-  local B, C, H, W = table.unpack(x.shape)
-  local n = self.group_norm:forward(x)
-  local tokens = nn.permute_reshape(n, {1, 3, 4, 2}, {B, H * W, C})
-  free(n)
+  local tokens = image_to_tokens(self.group_norm:forward(x))
   local a = self.attn:forward(tokens)
   free(tokens)
-  local back = nn.view_permute(a, {B, H, W, C}, {1, 4, 2, 3})
-  free(a)
-  local out = back + x
-  free(back)
+  local out = tokens_to_image_plus(a, x)
   if self.rescale ~= 1 then out:div_(self.rescale) end
   return out
 end
@@ -705,6 +720,22 @@ end
 --   opts: cin, cout, layers, temb_channels, groups, eps, attention (table of Transformer2D opts
 --         or nil), downsample (bool), downsample_padding, skips (false: the VAE encoder, which
 --         keeps no skip outputs)
+-- A block's Transformer2D: the block's attention opts (copied) over `channels` channels.
+local function block_transformer(ws, prefix, attention, channels)
+  local a = {}
+  for k, v in pairs(attention) do a[k] = v end
+  a.channels = channels
+  return Transformer2D.new(ws, prefix, a)
+end
+
+-- attn:forward(h, ctx), releasing h, when a block has an attention at this position; else h.
+local function attend(attn, h, ctx)
+  if not attn then return h end
+  local a = attn:forward(h, ctx)
+  free(h)
+  return a
+end
+
 local DownBlock = class("DownBlock")
 nn.DownBlock = DownBlock
 
@@ -715,10 +746,7 @@ function DownBlock.new(ws, prefix, opts)
       cin = i == 1 and opts.cin or opts.cout, cout = opts.cout, temb_channels = opts.temb_channels,
       groups = opts.groups, eps = opts.eps, output_scale_factor = opts.output_scale_factor})
     if opts.attention then
-      local a = {}
-      for k, v in pairs(opts.attention) do a[k] = v end
-      a.channels = opts.cout
-      self.attentions[i] = Transformer2D.new(ws, join(prefix, "attentions." .. (i - 1)), a)
+      self.attentions[i] = block_transformer(ws, join(prefix, "attentions." .. (i - 1)), opts.attention, opts.cout)
     end
   end
   if opts.downsample then
@@ -735,13 +763,7 @@ function DownBlock:forward(x, temb, ctx)
   local skips = {}
   local h = x
   for i, resnet in ipairs(self.resnets) do
-    local r = resnet:forward(h, temb)
-    local attn = self.attentions[i]
-    if attn then
-      local a = attn:forward(r, ctx)
-      free(r)
-      r = a
-    end
+    local r = attend(self.attentions[i], resnet:forward(h, temb), ctx)
     if not self.skips and h ~= x then free(h) end
     h = r
     if self.skips then skips[#skips + 1] = h end
@@ -777,10 +799,7 @@ function UpBlock.new(ws, prefix, opts)
       cin = cin, cout = opts.cout, temb_channels = opts.temb_channels, groups = opts.groups,
       eps = opts.eps, output_scale_factor = opts.output_scale_factor})
     if opts.attention then
-      local a = {}
-      for k, v in pairs(opts.attention) do a[k] = v end
-      a.channels = opts.cout
-      self.attentions[i] = Transformer2D.new(ws, join(prefix, "attentions." .. (i - 1)), a)
+      self.attentions[i] = block_transformer(ws, join(prefix, "attentions." .. (i - 1)), opts.attention, opts.cout)
     end
   end
   if opts.upsample then
@@ -803,13 +822,7 @@ function UpBlock:forward(x, temb, ctx, skips, upsample_size)
     end
     local r = resnet:forward(inp, temb)
     if inp ~= x then free(inp) end
-    local attn = self.attentions[i]
-    if attn then
-      local a = attn:forward(r, ctx)
-      free(r)
-      r = a
-    end
-    h = r
+    h = attend(self.attentions[i], r, ctx)
   end
   if self.upsampler then
     local u = self.upsampler:forward(h, upsample_size)
@@ -841,10 +854,7 @@ function MidBlock.new(ws, prefix, opts)
       self.attentions[i] = SpatialAttention.new(ws, p, {channels = C, groups = opts.groups,
         eps = opts.eps, dim_head = opts.dim_head or C})
     elseif opts.attention then
-      local a = {}
-      for k, v in pairs(opts.attention) do a[k] = v end
-      a.channels = C
-      self.attentions[i] = Transformer2D.new(ws, p, a)
+      self.attentions[i] = block_transformer(ws, p, opts.attention, C)
     end
     self.resnets[i + 1] = resnet(i)
   end
@@ -854,12 +864,7 @@ end
 function MidBlock:forward(x, temb, ctx)
   local h = self.resnets[1]:forward(x, temb)
   for i = 2, #self.resnets do
-    local attn = self.attentions[i - 1]
-    if attn then
-      local a = attn:forward(h, ctx)
-      free(h)
-      h = a
-    end
+    h = attend(self.attentions[i - 1], h, ctx)
     local r = self.resnets[i]:forward(h, temb)
     free(h)
     h = r

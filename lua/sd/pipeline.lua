@@ -219,11 +219,36 @@ end
 
 -- The sampling loop over `timesteps`; returns the final latents (or the latents when on_step
 -- asked to stop: on_step(i, t, latents) returning false stops early).
+--
+-- A custom sampler (txt2img{sampler = fn}, docs/samplers.md) replaces the loop: fn(ctx) returns
+-- the final latents. ctx: pipe, scheduler (set_timesteps done), timesteps (the ones to run; a
+-- suffix of scheduler.timesteps for img2img), sigmas (scheduler.sigmas, or nil), latents (the
+-- start, already scaled by init_noise_sigma / noised for img2img), cond ((B,77,C) text
+-- embeddings), context (uncond and cond stacked, or nil when guidance <= 1), guidance,
+-- generator, on_step, predict(x, t) (the guided noise prediction, as the built-in loop makes
+-- it) and step(i, t, x) (records the step's time and calls on_step; returns false when on_step
+-- asked to stop).
 function Pipeline:denoise(p, scheduler, timesteps, latents, cond, context, generator, info)
   if p.sampler then
-    return p.sampler{pipe = self, scheduler = scheduler, latents = latents, cond = cond, context = context,
-      guidance = p.guidance, generator = generator, timesteps = timesteps, on_step = p.on_step,
+    local last = clock()
+    local function step(i, t, x)
+      local now = clock()
+      info.step_seconds[#info.step_seconds + 1] = now - last
+      last = now
+      if p.on_step and p.on_step(i, t, x) == false then
+        info.stopped_at = i
+        return false
+      end
+      return true
+    end
+    local out = p.sampler{pipe = self, scheduler = scheduler, latents = latents, cond = cond, context = context,
+      guidance = p.guidance, generator = generator, timesteps = timesteps, sigmas = scheduler.sigmas,
+      on_step = p.on_step, step = step,
       predict = function(x, t) return self:predict(x, t, scheduler, cond, context, p.guidance) end}
+    if not (T.is_tensor(out) and #out.shape == 4) then
+      error("sampler: a custom sampler must return the final latents (a (B, 4, h, w) tensor), got " .. type(out), 0)
+    end
+    return out
   end
   for i, t in ipairs(timesteps) do
     local t0 = clock()

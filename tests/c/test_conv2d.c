@@ -118,12 +118,14 @@ static void test_half(void)
 
 static void test_bands(void)
 {
-	/* im2col rows of kdim = 288 with a 4 MB budget: bands of 3640 pixels, 64x64 -> 2 bands;
-	 * a band boundary in the middle of an output row */
-	one_conv(1, 32, 64, 64, 8, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 40);
-	/* kdim = 4608 -> bands of 227 pixels */
+	/* Large images go to per-thread bands (8 MB each, split evenly over the threads), small ones
+	 * to shared bands of 4 MB (>= 128 pixels); with one thread everything is shared. */
+	one_conv(1, 32, 64, 64, 8, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 40);   /* 1 thread: bands of 3640 px */
+	one_conv(1, 3, 25, 21, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 45);    /* 2 threads: 263 px, mid-row */
+	one_conv(1, 1024, 15, 15, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 46); /* shared: 128 px, mid-row */
+	/* kdim = 4608 */
 	one_conv(1, 512, 20, 20, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 41);
-	/* the per-thread band path (>= 256 output pixels per thread) with a batch and groups */
+	/* the per-thread band path with a batch and groups */
 	one_conv(2, 6, 24, 24, 6, 3, 3, P(1, 1, 1, 3), 1, SD_F32, 43);
 	one_conv(2, 4, 40, 30, 4, 3, 3, P(1, 1, 2, 2), 0, SD_BF16, 44);
 	/* bigger than a widened weight tile: o > 128 rows with kdim 9216 */

@@ -15,6 +15,23 @@ static sd_tensor randt(int nd, const int64_t *shape, unsigned long long seed)
 	return t;
 }
 
+/* How many values of a nearest resize pr (planes, oh, ow) of px (planes, ih, iw), both contiguous,
+ * differ from px at torch's source index (i * ih / oh, j * iw / ow); every `step`-th plane is
+ * checked. */
+static int nearest_mismatches(const float *px, const float *pr, int64_t planes, int64_t step, int64_t ih, int64_t iw,
+                              int64_t oh, int64_t ow)
+{
+	int bad = 0;
+	for (int64_t p = 0; p < planes; p += step)
+		for (int64_t i = 0; i < oh; i++)
+			for (int64_t j = 0; j < ow; j++) {
+				/* the exact rational floor agrees with torch's float formula for these sizes */
+				int64_t si = i * ih / oh, sj = j * iw / ow;
+				if (pr[(p * oh + i) * ow + j] != px[(p * ih + si) * iw + sj]) bad++;
+			}
+	return bad;
+}
+
 static void test_nearest_2x(void)
 {
 	int64_t s[4] = {2, 3, 5, 7};
@@ -22,11 +39,7 @@ static void test_nearest_2x(void)
 	CHECK(sd_interpolate(&x, SD_RESAMPLE_NEAREST, 0, 0, 2, 2, &r) == 0, "%s", sd_geterr());
 	CHECK(r.shape[2] == 10 && r.shape[3] == 14, "shape");
 	const float *px = sd_tensor_data(&x), *pr = sd_tensor_data(&r);
-	int bad = 0;
-	for (int64_t p = 0; p < 6; p++)
-		for (int64_t i = 0; i < 10; i++)
-			for (int64_t j = 0; j < 14; j++)
-				if (pr[(p * 10 + i) * 14 + j] != px[(p * 5 + i / 2) * 7 + j / 2]) bad++;
+	int bad = nearest_mismatches(px, pr, 6, 1, 5, 7, 10, 14);
 	CHECK(bad == 0, "2x: %d wrong", bad);
 	sd_tensor_release(&r);
 	/* 3x, and a strided input */
@@ -54,15 +67,7 @@ static void test_nearest_size(void)
 		int64_t s[4] = {1, 2, ih, iw};
 		sd_tensor x = randt(4, s, 10 + c), r;
 		CHECK(sd_interpolate(&x, SD_RESAMPLE_NEAREST, oh, ow, 0, 0, &r) == 0, "%s", sd_geterr());
-		const float *px = sd_tensor_data(&x), *pr = sd_tensor_data(&r);
-		int bad = 0;
-		for (int64_t p = 0; p < 2; p++)
-			for (int64_t i = 0; i < oh; i++)
-				for (int64_t j = 0; j < ow; j++) {
-					/* the exact rational floor agrees with torch's float formula for these sizes */
-					int64_t si = i * ih / oh, sj = j * iw / ow;
-					if (pr[(p * oh + i) * ow + j] != px[(p * ih + si) * iw + sj]) bad++;
-				}
+		int bad = nearest_mismatches(sd_tensor_data(&x), sd_tensor_data(&r), 2, 1, ih, iw, oh, ow);
 		CHECK(bad == 0, "size case %zu: %d wrong", c, bad);
 		sd_tensor_release(&r);
 		sd_tensor_release(&x);
@@ -143,12 +148,7 @@ static void test_large(void)
 	int64_t s[4] = {1, 128, 128, 128};
 	sd_tensor x = randt(4, s, 3), r;
 	CHECK(sd_interpolate(&x, SD_RESAMPLE_NEAREST, 0, 0, 2, 2, &r) == 0, "%s", sd_geterr());
-	const float *px = sd_tensor_data(&x), *pr = sd_tensor_data(&r);
-	int bad = 0;
-	for (int64_t p = 0; p < 128; p += 7)
-		for (int64_t i = 0; i < 256; i++)
-			for (int64_t j = 0; j < 256; j++)
-				if (pr[(p * 256 + i) * 256 + j] != px[(p * 128 + i / 2) * 128 + j / 2]) bad++;
+	int bad = nearest_mismatches(sd_tensor_data(&x), sd_tensor_data(&r), 128, 7, 128, 128, 256, 256);
 	CHECK(bad == 0, "%d wrong", bad);
 	sd_tensor_release(&r);
 	sd_tensor_release(&x);

@@ -80,6 +80,28 @@ function test.raises(fn, pattern, what)
   return err
 end
 
+-- The elements of a tensor as one flat Lua list (row-major).
+function test.flat(x)
+  local out = {}
+  local function walk(v)
+    if type(v) == "table" then for _, e in ipairs(v) do walk(e) end else out[#out + 1] = v end
+  end
+  walk(x:totable())
+  return out
+end
+
+-- A fresh temporary path ending in `suffix` (nothing is left at it).
+function test.tmpname(suffix)
+  local n = os.tmpname()
+  os.remove(n)
+  return n .. (suffix or "")
+end
+
+-- The bytes of a file, or nil when it cannot be opened.
+function test.read_file(path)
+  return require("sd.loader").read_file(path)
+end
+
 -- Prints a measured error against its tolerance and fails past it (golden tests).
 function test.within(err, tol, what)
   io.write(string.format("  %-48s max abs err %.3g  (tol %.3g)\n", what, err, tol))

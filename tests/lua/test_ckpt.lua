@@ -75,11 +75,7 @@ local function int_tuple(list)
   p[#p + 1] = "t"
   return table.concat(p)
 end
-local function contiguous(shape)
-  local st, acc = {}, 1
-  for i = #shape, 1, -1 do st[i] = acc; acc = acc * shape[i] end
-  return st
-end
+local contiguous = ckpt.contiguous_strides
 
 function W.pickle(tensors, opts)
   opts = opts or {}
@@ -140,11 +136,7 @@ function W.ckpt_from_safetensors(src, dst, opts)
   return list
 end
 
-local function tmp(suffix)
-  local n = os.tmpname()
-  os.remove(n)
-  return n .. suffix
-end
+local tmp = test.tmpname
 
 local function archive_with_pickle(pkl, extra_entries)
   local p = tmp(".ckpt")
@@ -283,11 +275,16 @@ test.case("ckpt: bad archives are refused with clear errors", function()
   os.remove(p)
 end)
 
-test.golden("ckpt: tiny-sd1 as .ckpt loads like the safetensors single file", "tiny-sd1.safetensors", function(src)
+-- src (a single-file safetensors checkpoint) rewritten as a .ckpt at a temporary path p:
+-- returns the .ckpt opened, src opened, and p.
+local function open_as_ckpt(src, wrap)
   local p = tmp(".ckpt")
-  W.ckpt_from_safetensors(src, p, {wrap = true})
-  local a = loader.open(p)
-  local b = loader.open(src)
+  W.ckpt_from_safetensors(src, p, {wrap = wrap})
+  return loader.open(p), loader.open(src), p
+end
+
+test.golden("ckpt: tiny-sd1 as .ckpt loads like the safetensors single file", "tiny-sd1.safetensors", function(src)
+  local a, b, p = open_as_ckpt(src, true)
   test.eq(a.format, "ckpt", "format")
   test.eq(a.family, "sd1", "family")
   for _, comp in ipairs{"unet", "vae", "text_encoder"} do
@@ -302,10 +299,7 @@ test.golden("ckpt: tiny-sd1 as .ckpt loads like the safetensors single file", "t
 end)
 
 test.golden("ckpt: tiny-sd2 (OpenCLIP) as .ckpt without the state_dict wrapper", "tiny-sd2.safetensors", function(src)
-  local p = tmp(".ckpt")
-  W.ckpt_from_safetensors(src, p, {wrap = false})
-  local a = loader.open(p)
-  local b = loader.open(src)
+  local a, b, p = open_as_ckpt(src, false)
   test.eq(a.family, "sd2", "family")
   for name, t in pairs(b.text_encoder.weights) do
     test.truthy(a.text_encoder.weights[name]:equal(t), name)

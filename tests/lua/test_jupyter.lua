@@ -96,6 +96,34 @@ test.case("sd.display outside a kernel prints a summary; base64", function()
   test.eq(png:sub(1, 8), "\137PNG\r\n\26\n", "PNG signature")
 end)
 
+test.case("sd.plot draws reproducible charts", function()
+  local plot = require "sd.plot"
+  local opts = {title = "Sigmas (20 steps)", xlabel = "step", ylabel = "sigma", width = 320, height = 200,
+    series = {{name = "a", y = {14.6, 6, 2.5, 1, 0.3, 0}}, {name = "b", x = {0, 2, 5}, y = {10, 3, 0.1}}}}
+  local img = plot.lines(opts)
+  test.eq(table.concat(img.shape, "x"), "1x3x200x320")
+  test.eq(img.dtype, "f32")
+  test.truthy(img:min():item() >= 0 and img:max():item() <= 1, "range")
+  test.eq(img:get(1, 1, 1, 1), 1.0, "white background")
+  test.truthy(img:min():item() < 0.1, "something is drawn")
+  -- the first palette colour (the first series) appears
+  local c = plot.palette[1]
+  local r, g, b = img[1][1], img[1][2], img[1][3]
+  local hit = ((r - c[1] / 255):abs() + (g - c[2] / 255):abs() + (b - c[3] / 255):abs()):min():item()
+  test.truthy(hit < 1e-6, "first series colour present")
+  local display = require "sd.display"
+  test.eq(sd.core.sha256(display.png_bytes(img)), sd.core.sha256(display.png_bytes(plot.lines(opts))), "same bytes twice")
+  opts.log_y = true
+  test.eq(plot.lines(opts).shape[4], 320, "log scale (zeros left out)")
+  test.raises(function() plot.lines{series = {}} end, "non-empty")
+  test.raises(function() plot.lines{series = {{y = {1, "x"}}}} end, "not a number")
+  test.raises(function() plot.lines{series = {{x = {1}, y = {1, 2}}}} end, "1 x and 2 y")
+  test.raises(function() plot.lines{width = 30, height = 20, title = "t", series = {{y = {1, 2}}}} end, "too small")
+  local cv = plot.canvas(20, 10)
+  cv:text(1, 1, "Az09?", {0, 0, 0})
+  test.eq(cv:tensor():min():item(), 0.0, "text drawn")
+end)
+
 -- ---- the kernel as a process --------------------------------------------------------------
 local dir = os.tmpname()
 os.remove(dir)
@@ -235,6 +263,18 @@ else
     test.truthy(reply.content.evalue:find("In%[%d+%]:1"), "syntax error names the cell")
     reply, pub = execute("error({code = 1})")
     test.truthy(reply.content.evalue:find("table value", 1, true), "non-string error")
+    -- "Run all": after an error, the queued cells are aborted
+    local id1 = send(shell, "execute_request", {code = "local t = sd.clock() while sd.clock() - t < 0.5 do end\nerror('first')",
+      stop_on_error = true})
+    local id2 = send(shell, "execute_request", {code = "ran = true", stop_on_error = true})
+    local r1, r2 = recv(shell), recv(shell)
+    test.eq(r1.parent_header.msg_id .. r2.parent_header.msg_id, id1 .. id2, "replies in order")
+    test.eq(r1.content.status, "error")
+    test.eq(r2.content.status, "aborted")
+    sh("sleep 0.2")
+    while zmq.poll({iopub}, 0)[1] do iopub:recv() end
+    reply, pub = execute("ran")
+    test.eq(outputs(pub, "execute_result")[1].data["text/plain"], "nil", "the queued cell did not run")
     reply, pub = execute("'still alive'")
     test.eq(outputs(pub, "execute_result")[1].data["text/plain"], '"still alive"')
   end)
@@ -292,17 +332,32 @@ else
 
   test.case("kernel: interrupt by SIGINT and by interrupt_request, many times", function()
     for i = 1, 4 do
-      local id = send(shell, "execute_request", {code = "while true do end", silent = false})
-      sh("sleep 0.3")
-      if i % 2 == 1 then
-        sh("kill -INT " .. pid)
-      else
-        local cid = send(control, "interrupt_request", {})
-        local cr = recv(control)
-        test.eq(cr.parent_header.msg_id, cid)
-        test.eq(cr.header.msg_type, "interrupt_reply")
+      -- a loop in the cell itself, or inside a function (the message then starts with a position)
+      local code = i <= 2 and "while true do end" or "function spin() local n = 0 while true do n = n + 1 end end\nspin()"
+      local id = send(shell, "execute_request", {code = code, silent = false})
+      -- wait until the cell runs, then interrupt it; again every second until it stops (an
+      -- interrupt that lands while the kernel is idle is ignored, by design)
+      while true do
+        local m = recv(iopub)
+        if m.parent_header.msg_id == id and m.header.msg_type == "execute_input" then break end
       end
-      local reply = recv(shell)
+      local reply
+      for _ = 1, 20 do
+        sh("sleep 0.1")
+        if i % 2 == 1 then
+          sh("kill -INT " .. pid)
+        else
+          local cid = send(control, "interrupt_request", {})
+          local cr = recv(control)
+          test.eq(cr.parent_header.msg_id, cid)
+          test.eq(cr.header.msg_type, "interrupt_reply")
+        end
+        if zmq.poll({shell}, 1000)[1] then
+          reply = assert(K.parse(shell:recv(), key))
+          break
+        end
+      end
+      test.truthy(reply, "the cell stopped")
       test.eq(reply.parent_header.msg_id, id)
       test.eq(reply.content.status, "error")
       test.eq(reply.content.ename, "Interrupted")

@@ -8,11 +8,7 @@ local detect = require "sd.loader.detect"
 local arch = require "sd.arch"
 local cjson = require "cjson"
 
-local function tmp(suffix)
-  local n = os.tmpname()
-  os.remove(n)
-  return n .. suffix
-end
+local tmp = test.tmpname
 
 local function same(a, b)
   if type(a) ~= type(b) then return false end

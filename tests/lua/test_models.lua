@@ -15,22 +15,27 @@ local function maxerr(a, b)
 end
 
 local function read_json(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
+  local s = assert(test.read_file(path), "cannot read " .. path)
   return cjson.decode(s)
+end
+
+-- The weights (from `file`) and config.json of a component folder of a reference model.
+local function component(model, comp, file)
+  local dir = test.reference() .. "/" .. model .. "/" .. comp
+  return sd.safetensors.load(dir .. "/" .. file), read_json(dir .. "/config.json")
 end
 
 local function load_vae(model)
   local VAE = require "sd.models.vae"
-  local root = test.reference()
-  local weights = sd.safetensors.load(root .. "/" .. model .. "/vae/diffusion_pytorch_model.safetensors")
-  local config = read_json(root .. "/" .. model .. "/vae/config.json")
+  local weights, config = component(model, "vae", "diffusion_pytorch_model.safetensors")
   return VAE.new(config, weights)
 end
 
-local function tol_of(meta)
-  return assert(tonumber(meta.suggested_abs_tolerance), "golden has no suggested_abs_tolerance")
+-- A component golden: its tensors and the suggested_abs_tolerance it carries.
+local function load_golden(path)
+  local g, meta = sd.safetensors.load(path)
+  local tol = assert(tonumber(meta.suggested_abs_tolerance), "golden has no suggested_abs_tolerance")
+  return g, tol
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -107,13 +112,10 @@ end)
 for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
   test.golden(model .. ": text encoder vs golden", "goldens/" .. model .. "/text_encoder.safetensors", function(path)
     local CLIP = require "sd.models.clip"
-    local root = test.reference()
-    local weights = sd.safetensors.load(root .. "/" .. model .. "/text_encoder/model.safetensors")
-    local config = read_json(root .. "/" .. model .. "/text_encoder/config.json")
+    local weights, config = component(model, "text_encoder", "model.safetensors")
     local te = CLIP.new(config, weights)
     test.eq(#te.unused_weights, 0, "unused weights")
-    local g, meta = sd.safetensors.load(path)
-    local tol = tol_of(meta)
+    local g, tol = load_golden(path)
     local out, hs = te:forward(g.input_ids, {hidden_states = true})
     test.within(maxerr(out, g.last_hidden_state), tol, "last_hidden_state")
     for k = 0, #te.layers do
@@ -140,13 +142,10 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
   test.golden(model .. ": unet vs golden (out, intermediates, scalar and float t)",
     "goldens/" .. model .. "/unet.safetensors", function(path)
     local UNet = require "sd.models.unet"
-    local root = test.reference()
-    local weights = sd.safetensors.load(root .. "/" .. model .. "/unet/diffusion_pytorch_model.safetensors")
-    local config = read_json(root .. "/" .. model .. "/unet/config.json")
+    local weights, config = component(model, "unet", "diffusion_pytorch_model.safetensors")
     local unet = UNet.new(config, weights)
     test.eq(#unet.unused_weights, 0, "unused weights")
-    local g, meta = sd.safetensors.load(path)
-    local tol = tol_of(meta)
+    local g, tol = load_golden(path)
     local rec = {}
     local out = unet:forward(g.sample, g.timesteps, g.encoder_hidden_states, {record = rec})
     local names = {}
@@ -171,14 +170,13 @@ end
 
 local function load_unet(model, convert)
   local UNet = require "sd.models.unet"
-  local root = test.reference()
-  local weights = sd.safetensors.load(root .. "/" .. model .. "/unet/diffusion_pytorch_model.safetensors")
+  local weights, config = component(model, "unet", "diffusion_pytorch_model.safetensors")
   if convert then
     local w2 = {}
     for k, v in pairs(weights) do w2[k] = convert(k, v) end
     weights = w2
   end
-  return UNet.new(read_json(root .. "/" .. model .. "/unet/config.json"), weights), weights
+  return UNet.new(config, weights), weights
 end
 
 -- Building from a config alone (opts.init creates the weights) asks for exactly the names and
@@ -233,10 +231,9 @@ test.golden("unet: missing weights are listed by name", "goldens/tiny-sd1/unet.s
   test.truthy(err:find("up_blocks.2.attentions.0.proj_out.bias", 1, true), "names the second: " .. err)
   -- an extra weight is reported as unused, not an error
   local UNet = require "sd.models.unet"
-  local root = test.reference()
-  local w = sd.safetensors.load(root .. "/tiny-sd1/unet/diffusion_pytorch_model.safetensors")
+  local w, config = component("tiny-sd1", "unet", "diffusion_pytorch_model.safetensors")
   w["extra.weight"] = T.zeros{1}
-  local unet = UNet.new(read_json(root .. "/tiny-sd1/unet/config.json"), w, {quiet = true})
+  local unet = UNet.new(config, w, {quiet = true})
   test.eq(#unet.unused_weights, 1, "unused count")
   test.eq(unet.unused_weights[1], "extra.weight", "unused name")
 end)
@@ -300,8 +297,7 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
     local vae = load_vae(model)
     test.eq(#vae.unused_weights, 0, "unused weights")
     test.near(vae.scaling_factor, 0.18215, 0, "scaling_factor")
-    local g, meta = sd.safetensors.load(path)
-    local tol = tol_of(meta)
+    local g, tol = load_golden(path)
     local bad = {}
     local function check(got, name)
       local e = maxerr(got, g[name])

@@ -4,14 +4,7 @@ local test = require "test"
 local sd = require "sd"
 local T = sd.tensor
 
-local function flat(x)
-  local out = {}
-  local function walk(v)
-    if type(v) == "table" then for _, e in ipairs(v) do walk(e) end else out[#out + 1] = v end
-  end
-  walk(x:totable())
-  return out
-end
+local flat = test.flat
 
 -- max |a - b| and the number of elements whose float32 bits differ (so -0 vs +0 counts)
 local function compare(got, want)

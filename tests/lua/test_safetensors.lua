@@ -10,14 +10,7 @@ os.remove(dir)
 assert(os.execute("mkdir -p '" .. dir .. "'"))
 local function tmp(name) return dir .. "/" .. name end
 
-local function flat(x)
-  local out = {}
-  local function walk(v)
-    if type(v) == "table" then for _, e in ipairs(v) do walk(e) end else out[#out + 1] = v end
-  end
-  walk(x:totable())
-  return out
-end
+local flat = test.flat
 
 local function same(a, b, what)
   test.eq(a.dtype, b.dtype, what .. " dtype")
@@ -37,13 +30,7 @@ local function write(path, bytes)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = test.read_file
 
 -- a file from a header string (padded to 8 unless raw) and data bytes
 local function file(header, data, raw)

@@ -71,14 +71,7 @@ local function json_decode(s)
   return value()
 end
 
-local function flat(x)
-  local out = {}
-  local function walk(v)
-    if type(v) == "table" then for _, e in ipairs(v) do walk(e) end else out[#out + 1] = v end
-  end
-  walk(x:totable())
-  return out
-end
+local flat = test.flat
 
 local function maxdiff(a, b)
   local fa, fb = flat(a), flat(b)

@@ -476,7 +476,11 @@ function Kernel:execute(msg)
       result.values = table.pack(table.unpack(r, 2, r.n))
     else
       result.err = r[2]
-      result.ename = result.err.msg == "interrupted!" and "Interrupted" or "LuaError"
+      if type(result.err) ~= "table" then -- the message handler itself failed (interrupted in it)
+        result.err = {msg = tostring(result.err), lines = {tostring(result.err)}}
+      end
+      -- "interrupted!", possibly after the position of the function that was running
+      result.ename = result.err.msg:sub(-12) == "interrupted!" and "Interrupted" or "LuaError"
     end
     self:flush_streams()
   end
@@ -496,10 +500,37 @@ function Kernel:execute(msg)
     if not silent then self:publish("error", content, msg) end
     self.parent = nil
     content.status, content.execution_count = "error", n
+    -- what is queued now, before the reply (a frontend that waits for the reply to send the
+    -- next cell must not see that cell aborted), was queued behind the failed cell
+    local queued = c.stop_on_error ~= false and self:take_queued() or {}
     self:send(self.shell, "execute_reply", content, msg, msg.ids)
+    self:abort(queued)
   end
   self.parent = nil
   collectgarbage()
+end
+
+-- After an error, cells already queued ("Run all") are not run: their execute_requests get
+-- status "aborted", as other kernels do. Other queued requests are handled normally.
+function Kernel:take_queued()
+  local queued = {}
+  while true do
+    local frames = self.shell:recv(true)
+    if not frames then return queued end
+    queued[#queued + 1] = K.parse(frames, self.key)
+  end
+end
+
+function Kernel:abort(queued)
+  for _, msg in ipairs(queued) do
+    if msg.header.msg_type == "execute_request" then
+      self:status("busy", msg)
+      self:send(self.shell, "execute_reply", {status = "aborted", execution_count = self.count}, msg, msg.ids)
+      self:status("idle", msg)
+    else
+      self:handle(self.shell, msg)
+    end
+  end
 end
 
 function Kernel:inspect(msg)

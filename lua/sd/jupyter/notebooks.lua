@@ -115,6 +115,45 @@ local function describe(o)
     (o.data["text/plain"] and (": " .. string.format("%q", o.data["text/plain"]:sub(1, 300))) or "")
 end
 
+local b64 = {}
+do
+  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, 64 do b64[chars:byte(i)] = i - 1 end
+end
+
+local function unbase64(s)
+  local out, acc, bits = {}, 0, 0
+  for i = 1, #s do
+    local v = b64[s:byte(i)]
+    if v then
+      acc, bits = (acc << 6) | v, bits + 6
+      if bits >= 8 then
+        bits = bits - 8
+        out[#out + 1] = string.char((acc >> bits) & 255)
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+-- How two PNGs (base64) differ: size, or the largest channel difference and how many pixels.
+local function image_difference(a, b)
+  local ok, msg = pcall(function()
+    local image = require "sd.image"
+    local pa, pb = os.tmpname(), os.tmpname()
+    write(pa, unbase64(a)); write(pb, unbase64(b))
+    local ia, ib = image.load(pa), image.load(pb)
+    os.remove(pa); os.remove(pb)
+    if table.concat(ia.shape, "x") ~= table.concat(ib.shape, "x") then
+      return "size " .. table.concat(ia.shape, "x") .. " -> " .. table.concat(ib.shape, "x")
+    end
+    local d = (ia - ib):abs():max(2) -- (1, H, W): the largest channel difference per pixel
+    local n = ((d * 255 - 0.5):clamp(0, 0.5) * 2):sum():item() -- 1 per pixel that differs
+    return string.format("%d pixels differ, by up to %d/255", math.floor(n + 0.5), math.floor(d:max():item() * 255 + 0.5))
+  end)
+  return ok and msg or "bytes differ"
+end
+
 -- the first difference between two outputs, or nil
 local function diff_output(a, b)
   if not a or not b or a.output_type ~= b.output_type then return "kind" end
@@ -125,7 +164,10 @@ local function diff_output(a, b)
     if a.ename ~= b.ename or a.evalue ~= b.evalue or a.traceback ~= b.traceback then return "error" end
   else
     for mime, v in pairs(a.data) do
-      if b.data[mime] ~= v then return mime .. (mime:match("^image/") and " (bytes differ)" or "") end
+      if b.data[mime] ~= v then
+        if mime == "image/png" and b.data[mime] then return mime .. " (" .. image_difference(v, b.data[mime]) .. ")" end
+        return mime
+      end
     end
     for mime in pairs(b.data) do if a.data[mime] == nil then return "extra " .. mime end end
     if a.output_type == "execute_result" and a.execution_count ~= b.execution_count then return "execution_count" end

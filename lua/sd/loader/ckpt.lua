@@ -246,11 +246,13 @@ function ckpt.plain(v)
   return v
 end
 
+-- The strides (in elements) of a contiguous tensor of shape `size`.
 local function contiguous_strides(size)
   local st, acc = {}, 1
   for i = #size, 1, -1 do st[i] = acc; acc = acc * size[i] end
   return st
 end
+ckpt.contiguous_strides = contiguous_strides
 
 -- tensor record -> tensor view (zero-copy where the core supports T.from_file)
 local function make_tensor(path, name, rec, data_offset_of, fail)

@@ -60,6 +60,7 @@ local function dirname(path)
   return d
 end
 
+-- The bytes of a file, or nil when it cannot be opened.
 local function read_all(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -67,6 +68,7 @@ local function read_all(path)
   f:close()
   return s
 end
+M.read_file = read_all
 
 -- JSON with integral numbers as Lua integers and nulls dropped (configs feed shapes and names)
 local function normalize_json(v)

@@ -5,6 +5,7 @@
 -- parameter names inside a module by kind. `build(cfg)` combines both into
 -- diffusers name -> {src = LDM name}.
 local arch = require "sd.arch"
+local keymap = require "sd.loader.keymap"
 
 local M = {}
 
@@ -60,24 +61,11 @@ function M.modules(cfg)
   return m
 end
 
-local function rename_leaf(kind, leaf)
-  for _, r in ipairs(M.LEAF[kind] or {}) do
-    if leaf:sub(1, #r[1]) == r[1] then return r[2] .. leaf:sub(#r[1] + 1) end
-  end
-  return leaf
-end
-
 -- diffusers name -> {src = LDM name, shape = diffusers shape}, and the ordered parameter list.
 function M.build(cfg, prefix)
-  prefix = prefix or M.PREFIX
   local mods = M.modules(cfg)
   local params = arch.unet_params(cfg)
-  local map = {}
-  for _, p in ipairs(params) do
-    local lm = assert(mods[p.module], "keymap_unet: no LDM module for " .. p.module)
-    map[p.name] = {src = prefix .. lm .. "." .. rename_leaf(p.kind, p.leaf), shape = p.shape}
-  end
-  return map, params
+  return keymap.build(params, mods, M.LEAF, prefix or M.PREFIX, "keymap_unet"), params
 end
 
 return M

@@ -5,6 +5,7 @@
 -- modules. The mid-block attention's q/k/v/proj_out are 1x1 convolutions [C, C, 1, 1] in the LDM
 -- layout and linear [C, C] in diffusers: those entries carry `view`.
 local arch = require "sd.arch"
+local keymap = require "sd.loader.keymap"
 
 local M = {}
 
@@ -46,26 +47,14 @@ function M.modules(cfg)
   return m
 end
 
-local function rename_leaf(kind, leaf)
-  for _, r in ipairs(M.LEAF[kind] or {}) do
-    if leaf:sub(1, #r[1]) == r[1] then return r[2] .. leaf:sub(#r[1] + 1) end
-  end
-  return leaf
-end
-
 function M.build(cfg, prefix)
-  prefix = prefix or M.PREFIX
   local mods = M.modules(cfg)
   local params = arch.vae_params(cfg)
-  local map = {}
-  for _, p in ipairs(params) do
-    local lm = assert(mods[p.module], "keymap_vae: no LDM module for " .. p.module)
-    local e = {src = prefix .. lm .. "." .. rename_leaf(p.kind, p.leaf), shape = p.shape}
+  local map = keymap.build(params, mods, M.LEAF, prefix or M.PREFIX, "keymap_vae", function(p, e)
     if p.kind == "vae_attention" and #p.shape == 2 then
       e.src_shape = {p.shape[1], p.shape[2], 1, 1} -- 1x1 conv weight in the LDM layout
     end
-    map[p.name] = e
-  end
+  end)
   return map, params
 end
 

@@ -54,9 +54,7 @@ local defaults = {vocab_size = 49408, hidden_size = 768, intermediate_size = 307
 -- penultimate layer of a 24-layer model).
 function CLIP.new(config, weights, opts)
   opts = opts or {}
-  local c = {}
-  for k, v in pairs(defaults) do c[k] = v end
-  for k, v in pairs(config or {}) do if type(v) ~= "userdata" then c[k] = v end end
+  local c = nn.with_defaults(defaults, config)
   weights = weights or {}
   -- accept names with or without the "text_model." prefix
   local prefix = "text_model."

@@ -136,10 +136,10 @@ function UNet.new(config, weights, opts)
     error("unet config: mid block type " .. tostring(mid_type) .. " is not supported", 2)
   end
 
-  -- up path (mirrors the down path; per-block lists are reversed as diffusers does)
+  -- up path (mirrors the down path; per-block lists are reversed as diffusers does: up block i
+  -- takes the attention settings of down level nblocks + 1 - i)
   self.up_blocks = {}
-  local rboc, rheads, rlayers, rcross, rdepth, ronly = reversed(boc), reversed(heads), reversed(layers),
-    reversed(cross), reversed(depth), reversed(only_cross)
+  local rboc, rheads, rlayers = reversed(boc), reversed(heads), reversed(layers)
   out_channels = rboc[1]
   for i, typ in ipairs(up_types) do
     local prev = out_channels
@@ -153,9 +153,7 @@ function UNet.new(config, weights, opts)
     self.up_blocks[i] = nn.UpBlock.new(ws, "up_blocks." .. (i - 1), {
       cin = skip_in, prev = prev, cout = out_channels, layers = rlayers[i] + 1, skips = true,
       temb_channels = temb_dim, groups = groups, eps = eps, upsample = not final, output_scale_factor = res_scale,
-      attention = with_attn and {heads = rheads[i], dim_head = out_channels // rheads[i], groups = groups,
-        depth = rdepth[i], cross_attention_dim = rcross[i], use_linear_projection = linear,
-        only_cross_attention = ronly[i]} or nil})
+      attention = with_attn and attn_opts(nblocks + 1 - i, rheads[i], out_channels) or nil})
   end
 
   -- output

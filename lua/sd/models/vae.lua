@@ -109,9 +109,7 @@ local defaults = {in_channels = 3, out_channels = 3, latent_channels = 4, layers
 -- opts.quiet: no unused-weights warning. opts.decoder_only: skip the encoder weights.
 function VAE.new(config, weights, opts)
   opts = opts or {}
-  local c = {}
-  for k, v in pairs(defaults) do c[k] = v end
-  for k, v in pairs(config or {}) do if type(v) ~= "userdata" then c[k] = v end end
+  local c = nn.with_defaults(defaults, config)
   weights = weights or {}
   local ws = nn.store(weights, "vae", opts.init)
   local self = setmetatable({config = c, scaling_factor = c.scaling_factor,

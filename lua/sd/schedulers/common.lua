@@ -647,6 +647,13 @@ function C.threshold(T, x, ratio, max_value)
   return T.from(out, shape)
 end
 
+-- Fresh noise for a step (generator:randn(shape)); without a generator, an error that blames
+-- the caller of step().
+function C.step_noise(s, generator, shape)
+  if not generator then error(s.name .. " scheduler: step() needs a generator (sd.rng.torch(seed))", 3) end
+  return generator:randn(shape)
+end
+
 -- A copy of a caller's tensor that the scheduler keeps for a later step (pipelines may
 -- release their latents and model outputs once step() returns).
 function C.keep(x)
@@ -669,6 +676,79 @@ function C.clone(obj)
   end
   return copy(obj)
 end
+
+---------------------------------------------------------------------------------------------
+-- Setup and methods shared by the alphas_cumprod schedulers (DDIM, DDPM, PNDM, LCM)
+
+-- The train timesteps N-1 .. 0 (a scheduler's s.timesteps before set_timesteps).
+function C.train_timesteps(N)
+  local out = {}
+  for i = 1, N do out[i] = N - i end
+  return out
+end
+
+-- betas, alphas_cumprod, final_alpha_cumprod (the alpha_prod past the last step: 1 when
+-- set_alpha_to_one, else alphas_cumprod at t = 0), init_noise_sigma 1, order 1 and the full
+-- train schedule.
+function C.init_alpha_scheduler(s, set_alpha_to_one)
+  C.init_betas(s)
+  s.final_alpha_cumprod = set_alpha_to_one and 1.0 or s.alphas_cumprod[1]
+  s.init_noise_sigma = 1.0
+  s.order = 1
+  s.timesteps = C.train_timesteps(s.config.num_train_timesteps)
+end
+
+-- Method: alpha_prod at train timestep t; t < 0 (past the last step) is final_alpha_cumprod.
+function C.alpha_at(s, t)
+  if t >= 0 then return s.alphas_cumprod[t + 1] end
+  return s.final_alpha_cumprod
+end
+
+-- Method: set_timesteps(n) with integer timesteps spaced per config (DDIM, DDPM).
+function C.set_int_timesteps(s, n)
+  local cfg = s.config
+  n = C.check_steps(s.name, n, cfg.num_train_timesteps)
+  s.timesteps = C.int_timesteps(cfg.timestep_spacing, n, cfg.num_train_timesteps, cfg.steps_offset)
+  s.num_inference_steps = n
+  s.step_index, s.begin_index = nil, nil
+end
+
+-- Method: add_noise(original, noise, timesteps) by alphas_cumprod (see add_noise_ac).
+function C.add_noise_alpha(s, original, noise, timesteps)
+  return C.add_noise_ac(s, C.T(), original, noise, timesteps)
+end
+
+---------------------------------------------------------------------------------------------
+-- Pieces of the multistep solvers in log-SNR time (DPM-Solver, UniPC)
+
+-- alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (float32)
+function C.alpha_sigma(sigma)
+  local a = fround(1 / fround(sqrt(fround(fround(sigma * sigma) + 1))))
+  return a, fround(sigma * a)
+end
+
+-- lambda_t = log(alpha_t) - log(sigma_t) (float32)
+function C.lambda_of(a, s)
+  return fround(fround(log(a)) - fround(log(s)))
+end
+
+-- After init_betas: alpha_t, sigma_t, lambda_t of the train timesteps (float32),
+-- init_noise_sigma 1, order 1, the full train schedule and its sigmas.
+function C.init_multistep(s)
+  s.alpha_t, s.sigma_t, s.lambda_t = {}, {}, {}
+  for i, ac in ipairs(s.alphas_cumprod) do
+    local a, sg = fround(sqrt(ac)), fround(sqrt(fround(1 - ac)))
+    s.alpha_t[i], s.sigma_t[i] = a, sg
+    s.lambda_t[i] = C.lambda_of(a, sg)
+  end
+  s.init_noise_sigma = 1.0
+  s.order = 1
+  s.timesteps = C.train_timesteps(s.config.num_train_timesteps)
+  s.sigmas = C.train_sigmas(s.alphas_cumprod)
+end
+
+---------------------------------------------------------------------------------------------
+-- The k-diffusion style schedulers (Euler, Euler a, LMS, Heun, DPM2)
 
 -- Sigma schedule of the k-diffusion style schedulers (Euler, Euler a, LMS, Heun, DPM2):
 -- float32 timesteps spaced per config, sigmas interpolated from the train sigmas (float64),
@@ -730,6 +810,28 @@ function C.k_input_scale(sigma)
   return fround(sqrt(fround(fround(sigma * sigma) + 1)))
 end
 
+-- Method: scale_model_input(x, t) = x / sqrt(sigma^2 + 1) at t's step (Euler, Euler a, LMS, Heun).
+function C.k_scale_model_input(s, x, t)
+  local i = C.init_step_index(s, t)
+  return x / C.k_input_scale(s.sigmas[i])
+end
+
+-- The sigmas of k_schedule as float32 values, then the final 0.
+function C.k_sigmas_f32(sig)
+  local sigmas = {}
+  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
+  sigmas[#sigmas + 1] = 0.0
+  return sigmas
+end
+
+-- The end of set_timesteps(n) once s.sigmas is set: the step count, init_noise_sigma, and a
+-- fresh run (no step or begin index).
+function C.k_finish_timesteps(s, n)
+  s.num_inference_steps = n
+  s.init_noise_sigma = C.k_init_noise_sigma(s)
+  s.step_index, s.begin_index = nil, nil
+end
+
 -- x0 from a sigma-parameterised model output (Euler, LMS, Heun, DPM2, Euler a).
 function C.k_pred_x0(prediction_type, model_output, sample, sigma)
   if prediction_type == "epsilon" then
@@ -742,18 +844,35 @@ function C.k_pred_x0(prediction_type, model_output, sample, sigma)
   end
 end
 
+-- x0 from a model output under x_t = alpha x0 + sigma eps (alpha, sigma float32 scalars).
+function C.x0_from_output(prediction_type, model_output, x, alpha, sigma)
+  if prediction_type == "epsilon" then
+    return (x - model_output * sigma) / alpha
+  elseif prediction_type == "sample" then
+    return model_output
+  else -- v_prediction
+    return x * alpha - model_output * sigma
+  end
+end
+
+-- eps from a model output under x_t = alpha x0 + sigma eps (alpha, sigma float32 scalars).
+function C.eps_from_output(prediction_type, model_output, x, alpha, sigma)
+  if prediction_type == "epsilon" then
+    return model_output
+  elseif prediction_type == "sample" then
+    return (x - model_output * alpha) / sigma
+  else -- v_prediction
+    return model_output * alpha + x * sigma
+  end
+end
+
 -- x0 and eps from a model output under the alphas_cumprod parameterisation (DDIM, DDPM,
 -- PNDM, LCM): x_t = sqrt(a) x0 + sqrt(1 - a) eps. a = alpha_prod_t (float32).
 function C.alpha_pred(prediction_type, model_output, x, a)
   local sa = fround(sqrt(a))
   local sb = fround(sqrt(fround(1 - a)))
-  if prediction_type == "epsilon" then
-    return (x - model_output * sb) / sa, model_output
-  elseif prediction_type == "sample" then
-    return model_output, (x - model_output * sa) / sb
-  else -- v_prediction
-    return x * sa - model_output * sb, model_output * sa + x * sb
-  end
+  return C.x0_from_output(prediction_type, model_output, x, sa, sb),
+    C.eps_from_output(prediction_type, model_output, x, sa, sb)
 end
 
 -- clip_sample / thresholding of a predicted x0 (DDIM, DDPM, LCM, DPM-Solver, UniPC).
@@ -819,6 +938,13 @@ end
 -- Error helper for invalid combinations found after resolving.
 function C.bad(name, key, value, allowed)
   error(string.format("%s scheduler: config %s = %s is not allowed (allowed: %s)", name, key, describe(value), allowed), 0)
+end
+
+-- Config check of the schedulers that take only epsilon or v_prediction model outputs (Euler a, DPM2).
+function C.require_eps_or_v(s)
+  if s.config.prediction_type == "sample" then
+    C.bad(s.name, "prediction_type", "sample", '"epsilon", "v_prediction"')
+  end
 end
 
 return C

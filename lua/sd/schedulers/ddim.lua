@@ -22,28 +22,12 @@ local DDIM = C.class{
 }
 
 function DDIM:init()
-  C.init_betas(self)
-  self.final_alpha_cumprod = self.config.set_alpha_to_one and 1.0 or self.alphas_cumprod[1]
-  self.init_noise_sigma = 1.0
-  self.order = 1
-  local N = self.config.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
+  C.init_alpha_scheduler(self, self.config.set_alpha_to_one)
   if self.config.eta < 0 then C.bad(self.name, "eta", self.config.eta, "a number >= 0") end
 end
 
-function DDIM:set_timesteps(n)
-  local cfg = self.config
-  n = C.check_steps(self.name, n, cfg.num_train_timesteps)
-  self.timesteps = C.int_timesteps(cfg.timestep_spacing, n, cfg.num_train_timesteps, cfg.steps_offset)
-  self.num_inference_steps = n
-  self.step_index, self.begin_index = nil, nil
-end
-
-function DDIM:alpha_at(t)
-  if t >= 0 then return self.alphas_cumprod[t + 1] end
-  return self.final_alpha_cumprod
-end
+DDIM.set_timesteps = C.set_int_timesteps
+DDIM.alpha_at = C.alpha_at
 
 function DDIM:step(model_output, t, x, generator)
   self:check_ready()
@@ -72,8 +56,6 @@ function DDIM:step(model_output, t, x, generator)
   return prev, x0
 end
 
-function DDIM:add_noise(original, noise, timesteps)
-  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
-end
+DDIM.add_noise = C.add_noise_alpha
 
 return DDIM

@@ -20,30 +20,16 @@ local DDPM = C.class{
 }
 
 function DDPM:init()
-  C.init_betas(self)
-  self.init_noise_sigma = 1.0
-  self.order = 1
-  local N = self.config.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
+  C.init_alpha_scheduler(self, true) -- DDPM: alpha_prod past the last step is always 1
 end
 
-function DDPM:set_timesteps(n)
-  local cfg = self.config
-  n = C.check_steps(self.name, n, cfg.num_train_timesteps)
-  self.timesteps = C.int_timesteps(cfg.timestep_spacing, n, cfg.num_train_timesteps, cfg.steps_offset)
-  self.num_inference_steps = n
-  self.step_index, self.begin_index = nil, nil
-end
+DDPM.set_timesteps = C.set_int_timesteps
 
 function DDPM:previous_timestep(t)
   return t - self.config.num_train_timesteps // self.num_inference_steps
 end
 
-function DDPM:alpha_at(t)
-  if t >= 0 then return self.alphas_cumprod[t + 1] end
-  return 1.0
-end
+DDPM.alpha_at = C.alpha_at
 
 -- the variance (or, for the *_log types, the standard deviation) of the step's noise
 function DDPM:noise_std(t)
@@ -73,15 +59,12 @@ function DDPM:step(model_output, t, x, generator)
   local cx = fround(fround(fround(sqrt(cur_alpha)) * b_prev) / b)
   local prev = x0 * c0 + x * cx
   if t > 0 then
-    if not generator then error("ddpm scheduler: step() needs a generator (sd.rng.torch(seed))", 2) end
-    local noise = generator:randn(model_output.shape)
+    local noise = C.step_noise(self, generator, model_output.shape)
     prev = prev + noise * self:noise_std(t)
   end
   return prev, x0
 end
 
-function DDPM:add_noise(original, noise, timesteps)
-  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
-end
+DDPM.add_noise = C.add_noise_alpha
 
 return DDPM

@@ -16,9 +16,7 @@ local DPM2 = C.class{
 
 function DPM2:init()
   C.init_betas(self)
-  if self.config.prediction_type == "sample" then
-    C.bad(self.name, "prediction_type", "sample", '"epsilon", "v_prediction"')
-  end
+  C.require_eps_or_v(self)
   self.order = 2
   C.k_init_full(self)
 end
@@ -31,9 +29,7 @@ end
 function DPM2:set_timesteps(n)
   n = C.check_steps(self.name, n, self.config.num_train_timesteps)
   local ts, sig, logs = C.k_schedule(self, n)
-  local sigmas = {}
-  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
-  sigmas[#sigmas + 1] = 0.0
+  local sigmas = C.k_sigmas_f32(sig)
   -- midpoints: exp(lerp(log sigma_i, log sigma_{i-1}, 0.5)); the first one is NaN (unused)
   local interpol = {}
   local m = #sigmas
@@ -59,10 +55,8 @@ function DPM2:set_timesteps(n)
     out[#out + 1] = ts[i]
   end
   self.timesteps = out
-  self.num_inference_steps = n
-  self.init_noise_sigma = C.k_init_noise_sigma(self)
+  C.k_finish_timesteps(self, n)
   self.sample = nil
-  self.step_index, self.begin_index = nil, nil
 end
 
 function DPM2:scale_model_input(x, t)

@@ -4,7 +4,7 @@
 -- "DPM++ 2M Karras") and dpmpp_2m_sde ("sde-dpmsolver++", draws noise on every step).
 local C = require "sd.schedulers.common"
 local fround = C.fround
-local sqrt, log, exp = math.sqrt, math.log, math.exp
+local sqrt, exp = math.sqrt, math.exp
 
 local DPM = C.class{
   name = "dpmsolver",
@@ -50,19 +50,7 @@ function DPM:init()
   end
   C.init_betas(self)
   C.bump_zero_snr(self)
-  -- alpha_t, sigma_t, lambda_t of the train timesteps (float32)
-  self.alpha_t, self.sigma_t, self.lambda_t = {}, {}, {}
-  for i, ac in ipairs(self.alphas_cumprod) do
-    local a, s = fround(sqrt(ac)), fround(sqrt(fround(1 - ac)))
-    self.alpha_t[i], self.sigma_t[i] = a, s
-    self.lambda_t[i] = fround(fround(log(a)) - fround(log(s)))
-  end
-  self.init_noise_sigma = 1.0
-  self.order = 1
-  local N = cfg.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
-  self.sigmas = C.train_sigmas(self.alphas_cumprod)
+  C.init_multistep(self)
   self.model_outputs = {}
   self.lower_order_nums = 0
 end
@@ -101,7 +89,7 @@ function DPM:set_timesteps(n)
   local sigmas = {}
   for i = 1, #sig do sigmas[i] = fround(sig[i]) end
   if cfg.final_sigmas_type == "sigma_min" then
-    sigmas[#sigmas + 1] = fround(sqrt(fround(fround(1 - self.alphas_cumprod[1]) / self.alphas_cumprod[1])))
+    sigmas[#sigmas + 1] = train[1]
   else
     sigmas[#sigmas + 1] = 0.0
   end
@@ -113,14 +101,8 @@ function DPM:set_timesteps(n)
   self.step_index, self.begin_index = nil, nil
 end
 
--- alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (float32)
-local function alpha_sigma(sigma)
-  local a = fround(1 / fround(sqrt(fround(fround(sigma * sigma) + 1))))
-  return a, fround(sigma * a)
-end
+local alpha_sigma, lambda_of = C.alpha_sigma, C.lambda_of
 DPM.alpha_sigma = alpha_sigma
-
-local function lambda_of(a, s) return fround(fround(log(a)) - fround(log(s))) end
 
 -- the model output as x0 (dpmsolver++ types) or eps (dpmsolver types)
 function DPM:convert_model_output(mo, x)
@@ -128,17 +110,11 @@ function DPM:convert_model_output(mo, x)
   local a, s = alpha_sigma(self.sigmas[self.step_index])
   local pt = cfg.prediction_type
   if cfg.algorithm_type == "dpmsolver++" or cfg.algorithm_type == "sde-dpmsolver++" then
-    local x0
-    if pt == "epsilon" then x0 = (x - mo * s) / a
-    elseif pt == "sample" then x0 = mo
-    else x0 = x * a - mo * s end
+    local x0 = C.x0_from_output(pt, mo, x, a, s)
     if cfg.thresholding then x0 = C.clip_x0(cfg, x0) end
     return x0
   else
-    local eps
-    if pt == "epsilon" then eps = mo
-    elseif pt == "sample" then eps = (x - mo * a) / s
-    else eps = mo * a + x * s end
+    local eps = C.eps_from_output(pt, mo, x, a, s)
     if cfg.thresholding then
       local x0 = C.clip_x0(cfg, (x - eps * s) / a)
       eps = (x - x0 * a) / s
@@ -255,8 +231,7 @@ function DPM:step(model_output, t, x, generator)
   while #mos > cfg.solver_order do table.remove(mos, 1) end
   local noise
   if cfg.algorithm_type:find("^sde") then
-    if not generator then error(self.name .. " scheduler: step() needs a generator (sd.rng.torch(seed))", 2) end
-    noise = generator:randn(model_output.shape)
+    noise = C.step_noise(self, generator, model_output.shape)
   end
   local prev
   if cfg.solver_order == 1 or self.lower_order_nums < 1 or lower_final then

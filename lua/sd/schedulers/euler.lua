@@ -36,23 +36,16 @@ function Euler:set_timesteps(n)
   local ts, sig = C.k_schedule(self, n, {
     sigma_min = cfg.sigma_min or nil, sigma_max = cfg.sigma_max or nil,
   })
-  local sigmas = {}
-  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
+  local sigmas = C.k_sigmas_f32(sig)
   if cfg.timestep_type == "continuous" and cfg.prediction_type == "v_prediction" then
     ts = {}
-    for i = 1, #sigmas do ts[i] = fround(0.25 * fround(math.log(sigmas[i]))) end
+    for i = 1, #sig do ts[i] = fround(0.25 * fround(math.log(sigmas[i]))) end
   end
-  sigmas[#sigmas + 1] = 0.0
   self.timesteps, self.sigmas = ts, sigmas
-  self.num_inference_steps = n
-  self.init_noise_sigma = C.k_init_noise_sigma(self)
-  self.step_index, self.begin_index = nil, nil
+  C.k_finish_timesteps(self, n)
 end
 
-function Euler:scale_model_input(x, t)
-  local i = C.init_step_index(self, t)
-  return x / C.k_input_scale(self.sigmas[i])
-end
+Euler.scale_model_input = C.k_scale_model_input
 
 function Euler:step(model_output, t, x, generator)
   self:check_ready()

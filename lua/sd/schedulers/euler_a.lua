@@ -16,9 +16,7 @@ local EulerA = C.class{
 function EulerA:init()
   C.init_betas(self)
   C.bump_zero_snr(self)
-  if self.config.prediction_type == "sample" then
-    C.bad(self.name, "prediction_type", "sample", '"epsilon", "v_prediction"')
-  end
+  C.require_eps_or_v(self)
   self.order = 1
   C.k_init_full(self)
 end
@@ -27,19 +25,11 @@ function EulerA:set_timesteps(n)
   local cfg = self.config
   n = C.check_steps(self.name, n, cfg.num_train_timesteps)
   local ts, sig = C.k_schedule(self, n)
-  local sigmas = {}
-  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
-  sigmas[#sigmas + 1] = 0.0
-  self.timesteps, self.sigmas = ts, sigmas
-  self.num_inference_steps = n
-  self.init_noise_sigma = C.k_init_noise_sigma(self)
-  self.step_index, self.begin_index = nil, nil
+  self.timesteps, self.sigmas = ts, C.k_sigmas_f32(sig)
+  C.k_finish_timesteps(self, n)
 end
 
-function EulerA:scale_model_input(x, t)
-  local i = C.init_step_index(self, t)
-  return x / C.k_input_scale(self.sigmas[i])
-end
+EulerA.scale_model_input = C.k_scale_model_input
 
 function EulerA:step(model_output, t, x, generator)
   self:check_ready()

@@ -34,23 +34,15 @@ end
 function Heun:set_timesteps(n)
   n = C.check_steps(self.name, n, self.config.num_train_timesteps)
   local ts, sig = C.k_schedule(self, n)
-  local sigmas = {}
-  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
-  sigmas[#sigmas + 1] = 0.0
-  self.sigmas = interleave(sigmas, true)
+  self.sigmas = interleave(C.k_sigmas_f32(sig), true)
   self.timesteps = interleave(ts)
-  self.num_inference_steps = n
-  self.init_noise_sigma = C.k_init_noise_sigma(self)
+  C.k_finish_timesteps(self, n)
   self.prev_derivative, self.dt, self.sample = nil, nil, nil
-  self.step_index, self.begin_index = nil, nil
 end
 
 function Heun:state_in_first_order() return self.dt == nil end
 
-function Heun:scale_model_input(x, t)
-  local i = C.init_step_index(self, t)
-  return x / C.k_input_scale(self.sigmas[i])
-end
+Heun.scale_model_input = C.k_scale_model_input
 
 function Heun:step(model_output, t, x)
   self:check_ready()

@@ -22,13 +22,7 @@ local LCM = C.class{
 }
 
 function LCM:init()
-  C.init_betas(self)
-  self.final_alpha_cumprod = self.config.set_alpha_to_one and 1.0 or self.alphas_cumprod[1]
-  self.init_noise_sigma = 1.0
-  self.order = 1
-  local N = self.config.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
+  C.init_alpha_scheduler(self, self.config.set_alpha_to_one)
 end
 
 -- n steps picked evenly from the original_inference_steps-step LCM schedule
@@ -60,10 +54,7 @@ function LCM:set_timesteps(n, strength)
   self.step_index, self.begin_index = nil, nil
 end
 
-function LCM:alpha_at(t)
-  if t >= 0 then return self.alphas_cumprod[t + 1] end
-  return self.final_alpha_cumprod
-end
+LCM.alpha_at = C.alpha_at
 
 -- c_skip, c_out of the consistency parameterisation at train timestep t
 function LCM:boundary_scalings(t)
@@ -86,8 +77,7 @@ function LCM:step(model_output, t, x, generator)
   local denoised = x0 * c_out + x * c_skip
   local prev
   if i ~= self.num_inference_steps then
-    if not generator then error("lcm scheduler: step() needs a generator (sd.rng.torch(seed))", 2) end
-    local noise = generator:randn(model_output.shape)
+    local noise = C.step_noise(self, generator, model_output.shape)
     prev = denoised * fround(sqrt(a_prev)) + noise * fround(sqrt(fround(1 - a_prev)))
   else
     prev = denoised
@@ -96,8 +86,6 @@ function LCM:step(model_output, t, x, generator)
   return prev, denoised
 end
 
-function LCM:add_noise(original, noise, timesteps)
-  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
-end
+LCM.add_noise = C.add_noise_alpha
 
 return LCM

@@ -2,7 +2,6 @@
 -- of each past derivative is the integral of its Lagrange basis polynomial over
 -- [sigma_i, sigma_i+1], computed exactly here (diffusers integrates numerically).
 local C = require "sd.schedulers.common"
-local fround = C.fround
 
 local LMS = C.class{
   name = "lms",
@@ -27,20 +26,12 @@ end
 function LMS:set_timesteps(n)
   n = C.check_steps(self.name, n, self.config.num_train_timesteps)
   local ts, sig = C.k_schedule(self, n)
-  local sigmas = {}
-  for i = 1, #sig do sigmas[i] = fround(sig[i]) end
-  sigmas[#sigmas + 1] = 0.0
-  self.timesteps, self.sigmas = ts, sigmas
-  self.num_inference_steps = n
-  self.init_noise_sigma = C.k_init_noise_sigma(self)
+  self.timesteps, self.sigmas = ts, C.k_sigmas_f32(sig)
+  C.k_finish_timesteps(self, n)
   self.derivatives = {}
-  self.step_index, self.begin_index = nil, nil
 end
 
-function LMS:scale_model_input(x, t)
-  local i = C.init_step_index(self, t)
-  return x / C.k_input_scale(self.sigmas[i])
-end
+LMS.scale_model_input = C.k_scale_model_input
 
 -- Polynomial helpers: coefficient lists, p[k] = coefficient of tau^(k-1).
 local function poly_mul_linear(p, a, b) -- p * (a*tau + b)

@@ -17,14 +17,8 @@ local PNDM = C.class{
 }
 
 function PNDM:init()
-  C.init_betas(self)
-  self.final_alpha_cumprod = self.config.set_alpha_to_one and 1.0 or self.alphas_cumprod[1]
-  self.init_noise_sigma = 1.0
-  self.order = 1
+  C.init_alpha_scheduler(self, self.config.set_alpha_to_one)
   self.pndm_order = 4
-  local N = self.config.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
   self:reset()
 end
 
@@ -78,10 +72,7 @@ function PNDM:set_timesteps(n)
   self.step_index, self.begin_index = nil, nil
 end
 
-function PNDM:alpha_at(t)
-  if t >= 0 then return self.alphas_cumprod[t + 1] end
-  return self.final_alpha_cumprod
-end
+PNDM.alpha_at = C.alpha_at
 
 -- x_{t-delta} from x_t and a (combined) eps (formula (9) of the PNDM paper)
 function PNDM:prev_sample(x, t, prev_t, eps)
@@ -161,8 +152,6 @@ function PNDM:step_plms(mo, t, x)
   return self:prev_sample(x, t, prev_t, mo)
 end
 
-function PNDM:add_noise(original, noise, timesteps)
-  return C.add_noise_ac(self, C.T(), original, noise, timesteps)
-end
+PNDM.add_noise = C.add_noise_alpha
 
 return PNDM

@@ -4,8 +4,7 @@
 local C = require "sd.schedulers.common"
 local DPM = require "sd.schedulers.dpmsolver"
 local fround = C.fround
-local sqrt, log, exp = math.sqrt, math.log, math.exp
-local alpha_sigma = DPM.alpha_sigma
+local alpha_sigma, lambda_of = C.alpha_sigma, C.lambda_of
 
 local UniPC = C.class{
   name = "unipc",
@@ -37,18 +36,7 @@ function UniPC:init()
   self.disabled = {}
   for _, v in ipairs(cfg.disable_corrector) do self.disabled[v] = true end
   C.init_betas(self)
-  self.alpha_t, self.sigma_t, self.lambda_t = {}, {}, {}
-  for i, ac in ipairs(self.alphas_cumprod) do
-    local a, s = fround(sqrt(ac)), fround(sqrt(fround(1 - ac)))
-    self.alpha_t[i], self.sigma_t[i] = a, s
-    self.lambda_t[i] = fround(fround(log(a)) - fround(log(s)))
-  end
-  self.init_noise_sigma = 1.0
-  self.order = 1
-  local N = cfg.num_train_timesteps
-  self.timesteps = {}
-  for i = 1, N do self.timesteps[i] = N - i end
-  self.sigmas = C.train_sigmas(self.alphas_cumprod)
+  C.init_multistep(self)
   self:reset()
 end
 
@@ -85,23 +73,16 @@ function UniPC:set_timesteps(n)
   self.step_index, self.begin_index = nil, nil
 end
 
-local function lambda_of(a, s) return fround(fround(log(a)) - fround(log(s))) end
-
 function UniPC:convert_model_output(mo, x)
   local cfg = self.config
   local a, s = alpha_sigma(self.sigmas[self.step_index])
   local pt = cfg.prediction_type
   if cfg.predict_x0 then
-    local x0
-    if pt == "epsilon" then x0 = (x - mo * s) / a
-    elseif pt == "sample" then x0 = mo
-    else x0 = x * a - mo * s end
+    local x0 = C.x0_from_output(pt, mo, x, a, s)
     if cfg.thresholding then x0 = C.clip_x0(cfg, x0) end
     return x0
   else
-    if pt == "epsilon" then return mo
-    elseif pt == "sample" then return (x - mo * a) / s
-    else return mo * a + x * s end
+    return C.eps_from_output(pt, mo, x, a, s)
   end
 end
 
@@ -151,24 +132,56 @@ function UniPC:coefficients(hh, rks, order)
   return R, b, h_phi_1, B_h
 end
 
--- Predictor (UniP-B(h)): from sample x at step_index to step_index + 1.
-function UniPC:predictor(x, order)
-  local i = self.step_index
+-- The history of a step from sigmas[c] (where the newest model output m0 is) to sigmas[c + 1]:
+-- m0, alpha/sigma at both ends, h = lambda_t - lambda_0, and for the k = 1 .. order-1 older
+-- outputs (at sigmas[c - k]) the ratios r_k = (lambda_k - lambda_0) / h and D1_k = (m_k - m0) / r_k;
+-- rks ends with 1.
+function UniPC:step_history(c, order)
   local sg = self.sigmas
   local mos = self.model_outputs
   local m0 = mos[#mos]
-  local at, st = alpha_sigma(sg[i + 1])
-  local a0, s0 = alpha_sigma(sg[i])
+  local at, st = alpha_sigma(sg[c + 1])
+  local a0, s0 = alpha_sigma(sg[c])
   local lt, l0 = lambda_of(at, st), lambda_of(a0, s0)
   local h = fround(lt - l0)
   local rks, D1s = {}, {}
   for k = 1, order - 1 do
-    local ak, sk = alpha_sigma(sg[i - k])
+    local ak, sk = alpha_sigma(sg[c - k])
     local rk = fround(fround(lambda_of(ak, sk) - l0) / h)
     rks[#rks + 1] = rk
     D1s[#D1s + 1] = (mos[#mos - k] - m0) / rk
   end
   rks[#rks + 1] = 1.0
+  return m0, at, st, a0, s0, h, rks, D1s
+end
+
+-- sum_k D1s[k] * rhos[k] (float32 rhos), or nil when there are no D1s.
+local function weighted_sum(D1s, rhos)
+  local sum
+  for k = 1, #D1s do
+    local term = D1s[k] * fround(rhos[k])
+    sum = sum and (sum + term) or term
+  end
+  return sum
+end
+
+-- The UniP/UniC update from x (at sigma_0) to sigma_t: the first-order step, minus the
+-- higher-order correction res (if any) scaled by B(h).
+local function multistep_update(pred_x0, x, m0, res, at, st, a0, s0, h_phi_1, B_h)
+  local x_t
+  if pred_x0 then
+    x_t = x * fround(st / s0) - m0 * fround(at * h_phi_1)
+    if res then x_t = x_t - res * fround(at * B_h) end
+  else
+    x_t = x * fround(at / a0) - m0 * fround(st * h_phi_1)
+    if res then x_t = x_t - res * fround(st * B_h) end
+  end
+  return x_t
+end
+
+-- Predictor (UniP-B(h)): from sample x at step_index to step_index + 1.
+function UniPC:predictor(x, order)
+  local m0, at, st, a0, s0, h, rks, D1s = self:step_history(self.step_index, order)
   local pred_x0 = self.config.predict_x0
   local hh = pred_x0 and -h or h
   local R, b, h_phi_1, B_h = self:coefficients(hh, rks, order)
@@ -185,60 +198,25 @@ function UniPC:predictor(x, order)
       end
       rhos = solve(Rs, bs)
     end
-    for k = 1, #D1s do
-      local term = D1s[k] * fround(rhos[k])
-      pred_res = pred_res and (pred_res + term) or term
-    end
+    pred_res = weighted_sum(D1s, rhos)
   end
-  local x_t
-  if pred_x0 then
-    x_t = x * fround(st / s0) - m0 * fround(at * h_phi_1)
-    if pred_res then x_t = x_t - pred_res * fround(at * B_h) end
-  else
-    x_t = x * fround(at / a0) - m0 * fround(st * h_phi_1)
-    if pred_res then x_t = x_t - pred_res * fround(st * B_h) end
-  end
-  return x_t
+  return multistep_update(pred_x0, x, m0, pred_res, at, st, a0, s0, h_phi_1, B_h)
 end
 
 -- Corrector (UniC-B(h)): refines this_sample (the result of the last predictor step, at
 -- step_index) using model_t, the converted model output at it.
 function UniPC:corrector(model_t, last_sample, this_sample, order)
-  local i = self.step_index
-  local sg = self.sigmas
-  local mos = self.model_outputs
-  local m0 = mos[#mos]
-  local at, st = alpha_sigma(sg[i])
-  local a0, s0 = alpha_sigma(sg[i - 1])
-  local lt, l0 = lambda_of(at, st), lambda_of(a0, s0)
-  local h = fround(lt - l0)
-  local rks, D1s = {}, {}
-  for k = 1, order - 1 do
-    local ak, sk = alpha_sigma(sg[i - k - 1])
-    local rk = fround(fround(lambda_of(ak, sk) - l0) / h)
-    rks[#rks + 1] = rk
-    D1s[#D1s + 1] = (mos[#mos - k] - m0) / rk
-  end
-  rks[#rks + 1] = 1.0
+  local m0, at, st, a0, s0, h, rks, D1s = self:step_history(self.step_index - 1, order)
   local pred_x0 = self.config.predict_x0
   local hh = pred_x0 and -h or h
   local R, b, h_phi_1, B_h = self:coefficients(hh, rks, order)
   local rhos
   if order == 1 then rhos = {0.5} else rhos = solve(R, b) end
-  local corr
-  for k = 1, #D1s do
-    local term = D1s[k] * fround(rhos[k])
-    corr = corr and (corr + term) or term
-  end
+  local corr = weighted_sum(D1s, rhos)
   local D1_t = model_t - m0
   local tail = D1_t * fround(rhos[#rhos])
   if corr then tail = corr + tail end
-  local x = last_sample
-  if pred_x0 then
-    return x * fround(st / s0) - m0 * fround(at * h_phi_1) - tail * fround(at * B_h)
-  else
-    return x * fround(at / a0) - m0 * fround(st * h_phi_1) - tail * fround(st * B_h)
-  end
+  return multistep_update(pred_x0, last_sample, m0, tail, at, st, a0, s0, h_phi_1, B_h)
 end
 
 function UniPC:step(model_output, t, x)
