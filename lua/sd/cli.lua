@@ -197,12 +197,12 @@ function M.parser()
     .. "shapes and dtypes of a release (for tests, benchmarks and trying sdlua without downloads).")
     :epilog(EPILOG)
   mk:option("--arch", "Architecture: sd15 (as v1-5-pruned-emaonly), sd21 (as v2-1_768-ema-pruned), tiny "
-    .. "(a 3.6 M parameter SD 1.x, written with a small vocabulary beside it), tiny_sd2.")
+    .. "(a 2.2 M parameter SD 1.x, written with a small vocabulary beside it), tiny_sd2.")
     :argname("ARCH"):default("tiny"):choices{"sd15", "sd21", "tiny", "tiny_sd1", "tiny_sd2"}
   mk:flag("--random", "Random weights (needed: the only kind make-checkpoint makes).")
-  mk:option("--dtype", "Weight dtype: f16 (default) or f32 (as the releases).")
+  mk:option("--dtype", "Weight dtype: f16, or f32 as the releases.")
     :argname("DTYPE"):default("f16"):choices{"f16", "f32", "bf16"}
-  mk:option("--seed", "Seed of the weights (default 0)."):argname("N"):default("0"):convert(num("--seed", true))
+  mk:option("--seed", "Seed of the weights."):argname("N"):default("0"):convert(num("--seed", true))
   mk:option("-o --output", "Output .safetensors file."):argname("FILE")
   mk:option("-t --threads", "Threads."):argname("N"):convert(num("--threads", true))
   mk:flag("-q --quiet", "Print only errors.")

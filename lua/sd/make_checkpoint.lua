@@ -36,7 +36,7 @@ M.TINY_VOCAB_SIZE = 514
 M.ARCHS = {
   sd15 = {preset = "sd15", about = "Stable Diffusion 1.5 (as v1-5-pruned-emaonly.safetensors, 1.07 G parameters)"},
   sd21 = {preset = "sd21", about = "Stable Diffusion 2.1 768-v (as v2-1_768-ema-pruned.safetensors, 1.30 G parameters)"},
-  tiny = {preset = "tiny_sd1", tiny = true, about = "tiny SD 1.x-shaped model (3.6 M parameters) with a byte-level vocabulary"},
+  tiny = {preset = "tiny_sd1", tiny = true, about = "tiny SD 1.x-shaped model (2.2 M parameters) with a byte-level vocabulary"},
   tiny_sd1 = {preset = "tiny_sd1", tiny = true, about = "the same as tiny"},
   tiny_sd2 = {preset = "tiny_sd2", tiny = true, about = "tiny SD 2.x-shaped model (v-prediction) with a byte-level vocabulary"},
 }

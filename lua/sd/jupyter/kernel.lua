@@ -139,8 +139,13 @@ function K.complete(code, cursor_pos, env)
     byte_pos = byte_pos and byte_pos - 1 or #code
   end
   local before = code:sub(1, byte_pos)
+  local cursor_end = cursor_pos or utf8.len(code)
+  local text = K.open_string(before)
+  if text then -- inside a string literal: file names
+    local matches, partial = K.complete_file(text)
+    return matches, cursor_end - utf8.len(partial), cursor_end
+  end
   local word = before:match("[%a_][%w_%.:]*$") or ""
-  if before:sub(-1) == "." or before:sub(-1) == ":" then word = before:match("[%a_][%w_%.:]*$") or "" end
   local path, sep, partial = word:match("^(.-)([%.:]?)([%w_]*)$")
   local set = {}
   if sep == "" then
@@ -159,8 +164,50 @@ function K.complete(code, cursor_pos, env)
     if k:sub(1, #partial) == partial then matches[#matches + 1] = k end
   end
   table.sort(matches)
-  local cursor_end = cursor_pos or utf8.len(code)
   return matches, cursor_end - #partial, cursor_end
+end
+
+-- The text of a short string literal left open at the end of `before` (on its last line), or nil.
+function K.open_string(before)
+  local line = before:match("[^\n]*$")
+  local quote, start, i = nil, nil, 1
+  while i <= #line do
+    local ch = line:sub(i, i)
+    if quote then
+      if ch == "\\" then i = i + 1
+      elseif ch == quote then quote = nil end
+    elseif ch == '"' or ch == "'" then
+      quote, start = ch, i + 1
+    elseif line:sub(i, i + 1) == "--" then
+      return nil -- a comment
+    end
+    i = i + 1
+  end
+  return quote and line:sub(start) or nil
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- File names completing `text` (a path typed so far): matches are whole paths as typed, folders
+-- end in "/". Returns the matches and the part of `text` they replace (after the last "/").
+function K.complete_file(text)
+  local dir, base = text:match("^(.*/)([^/]*)$")
+  if not dir then dir, base = "", text end
+  local listing = dir == "" and "." or dir
+  if listing:sub(1, 2) == "~/" then listing = (os.getenv("HOME") or "~") .. listing:sub(2) end
+  local matches = {}
+  local p = io.popen("ls -1Ap -- " .. shell_quote(listing) .. " 2>/dev/null")
+  if p then
+    for name in p:lines() do
+      if name:sub(1, #base) == base and (base:sub(1, 1) == "." or name:sub(1, 1) ~= ".") then
+        matches[#matches + 1] = name
+      end
+      if #matches >= 500 then break end
+    end
+    p:close()
+  end
+  table.sort(matches)
+  return matches, base
 end
 
 -- A cell as a function: the whole cell as an expression list ("return " .. code, as the sdlua
