@@ -110,9 +110,16 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 	const char *wbytes = weight;
 	if (n == 0) return 0;
 
-	/* bias first, then every product accumulates onto it */
+	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
+	             p->pad_w == 0;
+	sd_cpu_features(); /* detected before any worker thread widens weights */
+	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+	int perthread = !direct && nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth;
+
+	/* Bias: preset, then every product accumulates onto it; the per-thread bands add it to
+	 * their own output instead, while it is still in cache. */
 	float beta = 0.0f;
-	if (bias) {
+	if (bias && !perthread) {
 		int par = !omp_in_parallel() && n * o * ohw >= (1 << 20);
 #pragma omp parallel for schedule(static) if (par)
 		for (int64_t i = 0; i < n * o; i++) {
@@ -122,8 +129,6 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		beta = 1.0f;
 	}
 
-	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
-	             p->pad_w == 0;
 	if (direct) {
 		for (int64_t b = 0; b < n; b++)
 			for (int64_t gi = 0; gi < g; gi++)
@@ -134,9 +139,7 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		return 0;
 	}
 
-	sd_cpu_features(); /* detected before any worker thread widens weights */
-	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
-	if (nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth) {
+	if (perthread) {
 		/* Large images: each thread takes whole bands, gathers its im2col band into its own
 		 * workspace and runs a single-threaded product on it. One parallel region for the
 		 * whole convolution, and each band is consumed by the core that wrote it. */
@@ -164,8 +167,14 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 					int64_t ci = r / (kh * kw), t = r % (kh * kw);
 					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, colt + r * cnt);
 				}
+				float *yb = y + (b * o + gi * og) * ohw + p0;
 				failed |= sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz, wdt,
-				                     kdim, colt, SD_F32, cnt, beta, y + (b * o + gi * og) * ohw + p0, ohw) != 0;
+				                     kdim, colt, SD_F32, cnt, 0.0f, yb, ohw) != 0;
+				if (bias)
+					for (int64_t oc = 0; oc < og; oc++) {
+						float *yr = yb + oc * ohw, bv = bias[gi * og + oc];
+						for (int64_t j = 0; j < cnt; j++) yr[j] += bv;
+					}
 			}
 		}
 		if (failed) return sd_seterr("conv2d: out of memory for the im2col workspaces");

@@ -132,13 +132,7 @@ local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_all = require("sd.loader").read_file
 
 local function write_atomic(path, data)
   local tmp = path .. ".tmp" .. tostring(os.time())
@@ -154,16 +148,7 @@ end
 -- 256..511 the same with "</w>", 512 <|startoftext|>, 513 <|endoftext|>) and merges.txt text
 -- (the version line, no merges).
 function M.tiny_vocab()
-  -- GPT-2/CLIP byte order: printable bytes stand for themselves, the others get code points 256+
-  local bs, seen = {}, {}
-  local function add(a, b) for x = a, b do bs[#bs + 1] = x; seen[x] = true end end
-  add(33, 126); add(161, 172); add(174, 255)
-  local cs = {}
-  for i = 1, #bs do cs[i] = bs[i] end
-  local n = 0
-  for b = 0, 255 do
-    if not seen[b] then bs[#bs + 1] = b; cs[#cs + 1] = 256 + n; n = n + 1 end
-  end
+  local _, cs = require("sd.tokenizer").byte_order()
   local entries = {}
   local function esc(s) return (s:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end)) end
   for i = 1, 256 do entries[#entries + 1] = ('"%s": %d'):format(esc(utf8.char(cs[i])), i - 1) end

@@ -1183,4 +1183,8 @@ Tokenizer.unicode_version = function() return unicode().version end
 Tokenizer._internal = {decode_utf8 = decode_utf8, nfc = nfc, html_unescape = html_unescape,
   lower = lower, clean_cps = clean_cps, split = split, encode_utf8 = encode_utf8}
 
+-- The byte order of CLIP's first 256 vocabulary entries: bytes[k] is stood for by code point
+-- code_points[k] (printable bytes by themselves, the others by 256 + n).
+Tokenizer.byte_order = byte_order
+
 return Tokenizer

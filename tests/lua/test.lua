@@ -102,6 +102,33 @@ function test.read_file(path)
   return require("sd.loader").read_file(path)
 end
 
+-- For tests that run the program as a child process ------------------------------------------
+
+-- A string quoted for the shell.
+function test.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- The absolute path of the sdlua binary under test: $SDLUA, else the interpreter running this
+-- file (bin/sdlua, or build-asan/bin/sdlua in the sanitizer run).
+function test.sdlua()
+  local path = os.getenv("SDLUA") or arg[-1] or "bin/sdlua"
+  if path:sub(1, 1) ~= "/" then path = io.popen("pwd"):read("l") .. "/" .. path end
+  return path
+end
+
+-- A new empty directory.
+function test.tmpdir()
+  local dir = test.tmpname()
+  assert(os.execute("mkdir -p " .. test.quote(dir)))
+  return dir
+end
+
+-- s must contain sub (plain text).
+function test.has(s, sub, what)
+  if not s:find(sub, 1, true) then
+    error(string.format("%s: %q does not contain %q", what or "output", s, sub), 2)
+  end
+end
+
 -- Prints a measured error against its tolerance and fails past it (golden tests).
 function test.within(err, tol, what)
   io.write(string.format("  %-48s max abs err %.3g  (tol %.3g)\n", what, err, tol))

@@ -2,27 +2,16 @@
 -- options, exit codes, error messages, the REPL fed through a pipe, Ctrl-C.
 local test = require "test"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q, has = test.quote, test.has
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a"); f:close()
-  return s
-end
+local function slurp(path) return test.read_file(path) or "" end
 
 local function spit(path, s)
   local f = assert(io.open(path, "wb")); f:write(s); f:close()
 end
 
-local cwd = io.popen("pwd"):read("l")
--- The binary under test: the interpreter running this file (bin/sdlua, build-asan/bin/sdlua).
-local SDLUA = os.getenv("SDLUA") or arg[-1] or "bin/sdlua"
-if SDLUA:sub(1, 1) ~= "/" then SDLUA = cwd .. "/" .. SDLUA end
-
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. q(tmpdir)))
+local SDLUA = test.sdlua()
+local tmpdir = test.tmpdir()
 
 -- Runs a shell command line with `$SDLUA` set; stdin from the string `input` when given.
 -- Returns exit code, stdout, stderr.
@@ -38,12 +27,6 @@ end
 
 -- sdlua with the given argument string (already shell-quoted where needed)
 local function run(args, input) return sh('"$SDLUA" ' .. args, input) end
-
-local function has(s, sub, what)
-  if not s:find(sub, 1, true) then
-    error(string.format("%s: %q does not contain %q", what or "output", s, sub), 2)
-  end
-end
 
 local function script(name, text)
   local path = tmpdir .. "/" .. name

@@ -4,22 +4,9 @@
 -- progress lines, the no-model fallback, and the REPL's ?obj help.
 local test = require "test"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a"); f:close()
-  return s
-end
-
-local cwd = io.popen("pwd"):read("l")
-local SDLUA = os.getenv("SDLUA") or arg[-1] or "bin/sdlua"
-if SDLUA:sub(1, 1) ~= "/" then SDLUA = cwd .. "/" .. SDLUA end
-
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. q(tmpdir)))
+local q, has, slurp = test.quote, test.has, test.read_file
+local SDLUA = test.sdlua()
+local tmpdir = test.tmpdir()
 
 -- Runs `sdlua <args>` in tmpdir (env: extra "K=V " prefixes); returns exit code, stdout, stderr.
 local function run(args, env, input)
@@ -29,10 +16,6 @@ local function run(args, env, input)
   local _, how, code = os.execute(cmd)
   if how == "signal" then code = 128 + code end
   return code, slurp(out) or "", slurp(err) or ""
-end
-
-local function has(s, sub, what)
-  if not s:find(sub, 1, true) then error(string.format("%s: %q does not contain %q", what or "output", s, sub), 2) end
 end
 
 local function one_line(err, what)
@@ -48,7 +31,7 @@ end
 
 -- reference paths made absolute: the commands run in tmpdir
 local function abs(p)
-  if p and p:sub(1, 1) ~= "/" then return cwd .. "/" .. p end
+  if p and p:sub(1, 1) ~= "/" then return io.popen("pwd"):read("l") .. "/" .. p end
   return p
 end
 local ref = abs(test.reference("tiny-sd1/model_index.json"))
