@@ -112,7 +112,9 @@ install-kernel: $(SDLUA)
 # fails when any output differs from the one stored (images byte for byte). CI runs the notebooks
 # that need only the tiny reference models ($(SDLUA_REFERENCE)/tiny-sd1): all six of examples/.
 # SDLUA_MODEL and SDLUA_NOTEBOOK_SIZE are unset for the run (the stored outputs are the tiny
-# model's). NOTEBOOKS=... checks others; notebooks-update stores fresh outputs.
+# model's). The kernel runs with 2 threads, the AVX2 kernels and OpenBLAS's Haswell sgemm, so the
+# outputs do not depend on the machine (docs/notebooks.md). NOTEBOOKS=... checks others;
+# notebooks-update stores fresh outputs (after a change that moves results on purpose).
 NOTEBOOKS_CI = examples/01-tensors-and-kernels.ipynb examples/02-tokenizer-and-text-encoder.ipynb \
   examples/03-schedulers.ipynb examples/04-your-own-sampler.ipynb examples/05-txt2img.ipynb \
   examples/06-img2img.ipynb

@@ -1,10 +1,11 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cpu.h"
 
 static sd_cpu features;
 static char description[128];
-static int detected;
+static pthread_once_t detected = PTHREAD_ONCE_INIT;
 
 static void detect(void)
 {
@@ -33,17 +34,17 @@ static void detect(void)
 	if (features.avx512_vnni) strcat(description, "avx512_vnni ");
 	size_t n = strlen(description);
 	if (n) description[n - 1] = 0; else strcpy(description, "generic");
-	detected = 1;
 }
 
+/* Safe to call from any thread, first time included. */
 const sd_cpu *sd_cpu_features(void)
 {
-	if (!detected) detect();
+	pthread_once(&detected, detect);
 	return &features;
 }
 
 const char *sd_cpu_describe(void)
 {
-	if (!detected) detect();
+	pthread_once(&detected, detect);
 	return description;
 }

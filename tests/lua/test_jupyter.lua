@@ -8,11 +8,9 @@ local cjson = require "cjson"
 local zmq = sd.core.zmq
 
 local K = require "sd.jupyter.kernel"
-local sdlua = arg and arg[-1] or "bin/sdlua"
+local sdlua = test.sdlua()
 local kernel_path = assert(package.searchpath("sd.jupyter.kernel", package.path))
-local pwd = io.popen("pwd"):read("l")
-if not kernel_path:match("^/") then kernel_path = pwd .. "/" .. kernel_path end
-if sdlua:find("/", 1, true) and not sdlua:match("^/") then sdlua = pwd .. "/" .. sdlua end
+if not kernel_path:match("^/") then kernel_path = io.popen("pwd"):read("l") .. "/" .. kernel_path end
 
 local function sh(cmd)
   local p = io.popen(cmd)
@@ -21,7 +19,7 @@ local function sh(cmd)
   return out
 end
 
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local quote = test.quote
 
 -- ---- pieces that need no kernel process -----------------------------------------------------
 test.case("zmq: sockets, multipart, poll timeout, echo thread", function()
@@ -74,8 +72,7 @@ test.case("kernel pieces: is_complete, complete, values, signing", function()
   m = K.complete("é = str", 7, env) -- cursor_pos counts characters, not bytes
   test.eq(#m, 2, "after a non-ASCII character")
   -- inside a string: file names (the tests run from the repository root)
-  local dir = os.tmpname()
-  os.remove(dir)
+  local dir = test.tmpdir()
   os.execute("mkdir -p " .. dir .. "/sub && touch " .. dir .. "/model.safetensors " .. dir .. "/.hidden")
   local code = 'pipe = sd.load("' .. dir .. '/m'
   m, s, e = K.complete(code, #code, env)
@@ -139,9 +136,7 @@ test.case("sd.plot draws reproducible charts", function()
 end)
 
 -- ---- the kernel as a process --------------------------------------------------------------
-local dir = os.tmpname()
-os.remove(dir)
-sh("mkdir -p " .. quote(dir))
+local dir = test.tmpdir()
 local key = "0123456789abcdef-test-key"
 local conn = {transport = "ipc", ip = dir .. "/k", shell_port = 1, iopub_port = 2, stdin_port = 3,
   control_port = 4, hb_port = 5, key = key, signature_scheme = "hmac-sha256", kernel_name = "sdlua"}
