@@ -438,6 +438,8 @@ static int nn_attention(lua_State *L)
 		return sdl_error(L, "attention");
 	sd_tensor *out = sdl_newtensor(L);
 	if (sd_tensor_transpose(buf, out, 1, 2) != 0) return sdl_error(L, "attention");
+	sd_tensor_release(buf); /* the view holds the storage now; the buffer's own userdata must not
+	                         * keep it alive until the garbage collector runs */
 	return 1;
 }
 

@@ -185,6 +185,8 @@ void sdl_addfuncs(lua_State *L, const luaL_Reg *fns)
 	sdl_addcore(L, "tensor", fns);
 }
 
+void sdl_open_profile(lua_State *L); /* lprofile.c: wraps the operations above when profiling */
+
 int luaopen_sd_core(lua_State *L)
 {
 	sd_cpu_features(); /* detect once, before any worker thread runs */
@@ -201,5 +203,6 @@ int luaopen_sd_core(lua_State *L)
 	sdl_open_system(L);
 	sdl_open_image(L);
 	sdl_open_zmq(L);
+	sdl_open_profile(L); /* last: it wraps what the others registered when SDLUA_PROFILE is set */
 	return 1;
 }
