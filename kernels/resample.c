@@ -35,11 +35,7 @@ int sd_upsample_nearest_f32(const float *x, float *y, int64_t planes, int64_t ih
 	#pragma omp parallel for schedule(static) if (planes * oh * ow >= RS_PAR_MIN)
 	for (int64_t t = 0; t < planes * oh; t++) {
 		int64_t p = t / oh, r = t % oh;
-		float *yr = y + t * ow;
-		if (r > 0 && iy[r] == iy[r - 1]) { /* same source row as the previous output row */
-			memcpy(yr, yr - ow, sizeof(float) * (size_t)ow);
-			continue;
-		}
+		float *yr = y + t * ow; /* each row from its source row: rows are shared out among threads */
 		const float *xr = x + (p * ih + iy[r]) * iw;
 		if (twice) {
 			for (int64_t c = 0; c < iw; c++) yr[2 * c] = yr[2 * c + 1] = xr[c];

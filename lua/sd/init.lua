@@ -31,6 +31,9 @@ local lazy = {
   scheduler = function() return require("sd.schedulers").new end,
   schedulers = "sd.schedulers",
   nn = "sd.nn",
+  display = "sd.display",
+  plot = "sd.plot",
+  help = "sd.help",
 }
 
 return setmetatable(sd, {

@@ -255,3 +255,18 @@ test.case("cat, stack, where, embedding", function()
   test.raises(function() return T.embedding(wt, T.from({1, 4}, {2}, "i32")) end, "embedding: id 4 at position 2")
   test.raises(function() return T.embedding(wt, T.from({-1}, {1})) end, "id -1")
 end)
+
+test.case("interpolate nearest is the same on every run with several threads (row sharing race)", function()
+  local T = require("sd").tensor
+  local g = require("sd").rng.torch(1)
+  local x = T.stack({g:randn{77, 32}, g:randn{77, 32}, g:randn{77, 32}}, 1):unsqueeze(1)
+  local want = x:interpolate{scale = 4, mode = "nearest"}
+  for i = 1, 3 do
+    for r = 1, 77 * 4, 37 do
+      test.eq(want:get(1, i, r, 5), x:get(1, i, (r - 1) // 4 + 1, 2), "row " .. r)
+    end
+  end
+  for _ = 1, 20 do
+    test.truthy(x:interpolate{scale = 4, mode = "nearest"}:equal(want), "identical result")
+  end
+end)
