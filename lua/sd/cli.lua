@@ -160,6 +160,9 @@ local function generation_options(c, mode)
   c:option("--weighting", "Prompt weighting: none (default) or a1111 for (word:1.2) and [word].")
     :argname("MODE"):choices{"none", "a1111"}
   c:flag("--vae-tiling", "Decode (and encode) the image in overlapping tiles: less memory for large images.")
+  c:option("--precision", "Matrix products in f32 (default) or bf16 (AVX512_BF16 dot products: faster, "
+    .. "less exact; docs/performance.md).")
+    :argname("P"):choices{"f32", "bf16"}
   c:option("--vocab", "Folder (or file) of the CLIP vocabulary for single-file models (default: $SDLUA_VOCAB, "
     .. "next to the model, ~/.local/share/sdlua).")
     :argname("DIR")
@@ -254,22 +257,8 @@ M.resolve_model = resolve_model
 ----------------------------------------------------------------------------------------------------
 -- parameters stored in PNGs
 
--- sdlua's own fields appended to AUTOMATIC1111's parameter line (only when not the default).
-local EXTRA_FIELDS = {
-  {"Long prompt", "long_prompt", "truncate"},
-  {"Weighting", "weighting", "none"},
-  {"VAE tiling", "vae_tiling", false},
-}
-
 function M.parameters_text(info)
-  local text = require("sd.image").parameters(info)
-  local extra = {}
-  for _, f in ipairs(EXTRA_FIELDS) do
-    local v = info[f[2]]
-    if v ~= nil and v ~= f[3] then extra[#extra + 1] = f[1] .. ": " .. tostring(v) end
-  end
-  if #extra > 0 then text = text .. ", " .. table.concat(extra, ", ") end
-  return text
+  return require("sd.image").parameters(info)
 end
 
 -- The parameters of a PNG as option values (the names argparse gives: steps, cfg, seed, ...).
@@ -298,6 +287,7 @@ function M.read_parameters(path)
   r.strength = tonumber(f["Denoising strength"] or "")
   r.long_prompt = f["Long prompt"]
   r.weighting = f.Weighting
+  r.precision = f.Precision
   r.vae_tiling = f["VAE tiling"] == "true" or nil
   r.model_hash = f["Model hash"]
   r.model_name = f.Model
@@ -374,6 +364,7 @@ local function settings(a, mode)
   if s.clip_skip and s.clip_skip < 1 then usage_error("--clip-skip must be at least 1, got %d", s.clip_skip) end
   s.long_prompt = pick("long_prompt", "truncate")
   s.weighting = pick("weighting", "none")
+  s.precision = pick("precision", "f32")
   s.vae_tiling = a.vae_tiling or from.vae_tiling or false
   if mode == "img2img" then
     s.strength = pick("strength", 0.75)
@@ -435,7 +426,7 @@ local function generate(mode, a)
     prompt = s.prompt, negative_prompt = s.negative_prompt, steps = s.steps, guidance = s.cfg,
     scheduler = s.sampler, scheduler_options = s.karras and {use_karras_sigmas = true} or {}, eta = s.eta,
     width = s.width, height = s.height, clip_skip = s.clip_skip, long_prompt = s.long_prompt,
-    weighting = s.weighting,
+    weighting = s.weighting, precision = s.precision,
   }
   if mode == "img2img" then
     local lok, img = pcall(S.image.load, s.init_img)

@@ -24,6 +24,14 @@ function image.parameters(info)
     {"Denoising strength", info.strength}, {"Clip skip", info.clip_skip},
     {"Eta", info.eta ~= 0 and info.eta or nil},
   }
+  -- sdlua's own settings, written only when not the default (so --from can repeat them)
+  local extra = {
+    {"Long prompt", info.long_prompt, "truncate"}, {"Weighting", info.weighting, "none"},
+    {"VAE tiling", info.vae_tiling, false}, {"Precision", info.precision, "f32"},
+  }
+  for _, f in ipairs(extra) do
+    if f[2] ~= nil and f[2] ~= f[3] then fields[#fields + 1] = {f[1], f[2]} end
+  end
   local parts = {}
   for _, f in ipairs(fields) do
     if f[2] ~= nil then parts[#parts + 1] = f[1] .. ": " .. tostring(f[2]) end
