@@ -6,6 +6,7 @@
 
 #include "cpu.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "sd_error.h"
 
 /* im2col workspace budget in floats: 4 MB for the shared band of small images, 8 MB per thread
@@ -81,6 +82,88 @@ static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_
 	}
 }
 
+/* Precision bf16: the weights of each group are packed to bf16 once per call, then multiplied
+ * with each im2col band (or, for 1x1 convolutions, the input itself) by the bf16 kernel, which
+ * adds the bias. Large images: each thread takes whole bands (gathers, packs and multiplies them
+ * single-threaded, as the f32 per-thread path below), one parallel region per call. Small
+ * images: one band at a time, gathered by all threads, the product split over the threads. */
+static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                     const char *wbytes, sd_dtype wdt, int64_t o, int64_t kh, int64_t kw,
+                     const float *bias, const sd_conv2d_params *p, float *y)
+{
+	int64_t g = p->groups, cg = c / g, og = o / g, hw = h * w;
+	int64_t oh = sd_conv2d_outsize(h, kh, p->stride_h, p->pad_h, p->dil_h);
+	int64_t ow = sd_conv2d_outsize(w, kw, p->stride_w, p->pad_w, p->dil_w), ohw = oh * ow;
+	int64_t kdim = cg * kh * kw;
+	size_t esz = sd_dtype_size(wdt);
+	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
+	             p->pad_w == 0;
+	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+	int par = nth > 1;
+	int perthread = !direct && nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth;
+	int64_t np = 2 * IM2COL_FLOATS / kdim;
+	if (np < MIN_COLS) np = MIN_COLS;
+	if (np > ohw) np = ohw;
+	int64_t nb = (ohw + np - 1) / np;
+	if (perthread) {
+		nb = (nb + nth - 1) / nth * nth; /* an even share per thread */
+		np = (ohw + nb - 1) / nb;
+		nb = (ohw + np - 1) / np;
+	}
+	float *col = direct || perthread ? NULL : sd_workspace(2, (size_t)(kdim * np));
+	if (!direct && !perthread && !col) return -1;
+	int64_t rows = sd_bf16_rows_per_chunk(kdim);
+	for (int64_t gi = 0; gi < g; gi++)
+		for (int64_t o0 = 0; o0 < og; o0 += rows) {
+			int64_t oc = og - o0 < rows ? og - o0 : rows;
+			sd_bf16_pack pk;
+			if (sd_bf16_pack_a(&pk, oc, kdim, wbytes + (size_t)((gi * og + o0) * kdim) * esz, wdt, kdim))
+				return -1;
+			const float *brow = bias ? bias + gi * og + o0 : NULL;
+			for (int64_t b = 0; b < n; b++) {
+				const float *xg = x + (b * c + gi * cg) * hw;
+				float *yg = y + (b * o + gi * og + o0) * ohw;
+				if (direct) {
+					if (sd_gemm_bf16_packed(&pk, 0, hw, 1.0f, xg, SD_F32, hw, 0.0f, yg, ohw, brow, NULL))
+						return -1;
+					continue;
+				}
+				if (perthread) {
+					int failed = 0;
+#pragma omp parallel reduction(| : failed)
+					{
+						float *colt = sd_workspace(2, (size_t)(kdim * np));
+						if (!colt) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+						for (int64_t band = 0; band < nb; band++) {
+							if (failed) continue;
+							int64_t p0 = band * np, cnt = ohw - p0 < np ? ohw - p0 : np;
+							for (int64_t r = 0; r < kdim; r++) {
+								int64_t ci = r / (kh * kw), t = r % (kh * kw);
+								im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, colt + r * cnt);
+							}
+							failed |= sd_gemm_bf16_packed(&pk, 0, cnt, 1.0f, colt, SD_F32, cnt, 0.0f, yg + p0,
+							                              ohw, brow, NULL) != 0;
+						}
+					}
+					if (failed) return sd_seterr("conv2d: out of memory for the bf16 band workspaces");
+					continue;
+				}
+				for (int64_t p0 = 0; p0 < ohw; p0 += np) {
+					int64_t cnt = ohw - p0 < np ? ohw - p0 : np;
+#pragma omp parallel for schedule(static) if (par && kdim * cnt >= (1 << 14))
+					for (int64_t r = 0; r < kdim; r++) {
+						int64_t ci = r / (kh * kw), t = r % (kh * kw);
+						im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, col + r * cnt);
+					}
+					if (sd_gemm_bf16_packed(&pk, 0, cnt, 1.0f, col, SD_F32, cnt, 0.0f, yg + p0, ohw, brow, NULL))
+						return -1;
+				}
+			}
+		}
+	return 0;
+}
+
 int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
               const void *weight, sd_dtype wdt, int64_t o, int64_t kh, int64_t kw,
               const float *bias, const sd_conv2d_params *p, float *y)
@@ -113,6 +196,7 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
 	             p->pad_w == 0;
 	sd_cpu_features(); /* detected before any worker thread widens weights */
+	if (sd_gemm_bf16_enabled()) return conv_bf16(x, n, c, h, w, wbytes, wdt, o, kh, kw, bias, p, y);
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
 	int perthread = !direct && nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth;
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "gemm_bf16.h"
 #include "sd_error.h"
 
 /* ---- thread-local workspace ---- */
@@ -142,6 +143,9 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 	if (check_dims("gemm", transa, transb, m, n, k, lda, ldb, ldc)) return -1;
 	if (m == 0 || n == 0) return 0;
 	if (k == 0) { scale_c(m, n, beta, c, ldc); return 0; }
+	/* precision bf16 on an AVX512_BF16 CPU: bf16 dot products (kernels/gemm_bf16.h) */
+	if (!transa && sd_gemm_bf16_enabled())
+		return sd_gemm_bf16(transb, m, n, k, alpha, a, adt, lda, b, bdt, ldb, beta, c, ldc);
 	if (!is_half(adt) && !is_half(bdt)) {
 		sgemm_raw(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 		return 0;
@@ -252,6 +256,18 @@ int sd_linear(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx,
               float *y, int64_t ldy)
 {
 	if (check_dims("linear", 0, 1, m, n, k, ldx, ldw, ldy)) return -1;
+	if (bias && k > 0 && sd_gemm_bf16_enabled()) {
+		/* bf16 dot products; the kernel adds the bias as it stores (no preset pass) */
+		if (m == 0 || n == 0) return 0;
+		int64_t rows = sd_bf16_rows_per_chunk(k);
+		for (int64_t i0 = 0; i0 < m; i0 += rows) {
+			sd_bf16_pack pk;
+			if (sd_bf16_pack_a(&pk, m - i0 < rows ? m - i0 : rows, k, x + i0 * ldx, SD_F32, ldx) ||
+			    sd_gemm_bf16_packed(&pk, 1, n, 1.0f, w, wdt, ldw, 0.0f, y + i0 * ldy, ldy, NULL, bias))
+				return -1;
+		}
+		return 0;
+	}
 	if (bias) {
 		int par = !omp_in_parallel() && m * n >= (1 << 16);
 #pragma omp parallel for schedule(static) if (par)

@@ -11,6 +11,8 @@
 #include "attention.h"
 #include "conv2d.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
+#include "precision.h"
 #include "lsd.h"
 #include "sd_error.h"
 
@@ -443,8 +445,29 @@ static int nn_attention(lua_State *L)
 	return 1;
 }
 
+/* sd.precision([name]): sets the matmul precision ("f32" or "bf16") when given; returns the
+ * setting in effect and whether the bf16 kernels run (false on a CPU without AVX512_BF16). */
+static int nn_precision(lua_State *L)
+{
+	if (!lua_isnoneornil(L, 1)) {
+		const char *name = luaL_checkstring(L, 1);
+		sd_precision p;
+		if (sd_precision_parse(name, &p) != 0)
+			return luaL_error(L, "precision: expected \"f32\" or \"bf16\", got \"%s\"", name);
+		sd_set_precision(p);
+	}
+	lua_pushstring(L, sd_precision_name(sd_get_precision()));
+	lua_pushboolean(L, sd_gemm_bf16_enabled());
+	return 2;
+}
+
 void sdl_open_nn(lua_State *L)
 {
+	static const luaL_Reg core_fns[] = {
+		{"precision", nn_precision},
+		{NULL, NULL},
+	};
+	sdl_addcore(L, NULL, core_fns);
 	static const luaL_Reg methods[] = {
 		{"matmul", nn_matmul},
 		{"linear", nn_linear},

@@ -59,7 +59,8 @@ end
 -- the seed or the scheduler does not run the text encoder again.
 function Pipeline:encode_prompt(prompt, opts)
   opts = opts or {}
-  local key = table.concat({prompt, tostring(opts.clip_skip), opts.long_prompt or "", opts.weighting or ""}, "\0")
+  local key = table.concat({prompt, tostring(opts.clip_skip), opts.long_prompt or "", opts.weighting or "",
+    (core.precision())}, "\0")
   local cached = self.embedding_cache[key]
   if cached then return cached end
   local tok = self:get_tokenizer()
@@ -120,7 +121,7 @@ function Pipeline:resolve(args, mode)
   local known = {prompt = 1, negative_prompt = 1, steps = 1, guidance = 1, seed = 1, scheduler = 1,
     scheduler_options = 1, eta = 1, width = 1, height = 1, batch_size = 1, latents = 1, on_step = 1,
     clip_skip = 1, long_prompt = 1, weighting = 1, image = 1, strength = 1, sampler = 1, generator = 1,
-    prompt_embeds = 1, negative_prompt_embeds = 1}
+    prompt_embeds = 1, negative_prompt_embeds = 1, precision = 1}
   for k in pairs(args) do
     check(known[k], "%s: unknown argument '%s'", mode, tostring(k))
   end
@@ -165,6 +166,9 @@ function Pipeline:resolve(args, mode)
   p.sampler = args.sampler
   if args.latents ~= nil then check(T.is_tensor(args.latents), "latents must be a tensor") end
   p.latents = args.latents
+  p.precision = args.precision
+  check(p.precision == nil or p.precision == "f32" or p.precision == "bf16",
+    "precision must be \"f32\" or \"bf16\", got %s", tostring(p.precision))
   return p
 end
 
@@ -288,7 +292,20 @@ end
 
 -- The body shared by txt2img and img2img: embeddings, the scheduler, then `start(scheduler,
 -- generator)` gives the initial latents and the timesteps to run, then the loop and the decode.
+-- precision = "f32"|"bf16" sets sd.precision for the call only; info.precision records what
+-- the matrix products used ("bf16" only where the CPU has AVX512_BF16).
 function Pipeline:generate(p, args, info, start)
+  local previous = core.precision()
+  if p.precision then core.precision(p.precision) end
+  local setting, bf16 = core.precision()
+  info.precision = (setting == "bf16" and bf16) and "bf16" or "f32"
+  local ok, image, out = pcall(self.generate_body, self, p, args, info, start)
+  core.precision(previous)
+  if not ok then error(image, 0) end
+  return image, out
+end
+
+function Pipeline:generate_body(p, args, info, start)
   local t_start = clock()
   local cond, context = self:embeddings(p, args)
   info.encode_seconds = clock() - t_start
@@ -309,7 +326,7 @@ end
 
 -- txt2img{prompt, negative_prompt, steps=20, guidance=7.5, seed, scheduler, scheduler_options,
 -- eta, width, height, batch_size=1, latents, on_step, clip_skip, long_prompt, weighting,
--- sampler} -> image (B, 3, H, W) in [0, 1], info
+-- sampler, precision} -> image (B, 3, H, W) in [0, 1], info
 function Pipeline:txt2img(args)
   local p = self:resolve(args, "txt2img")
   local shape = {p.batch_size, self.unet_config.out_channels or 4, p.height // 8, p.width // 8}

@@ -1,0 +1,336 @@
+/* bf16 products on AVX512_BF16: packing (VCVTNE2PS2BF16) and an 8 x 48 VDPBF16PS micro-kernel.
+ * See gemm_bf16.h for the layout. Compiled with -mavx512bf16; only called when
+ * sd_cpu_features()->avx512_bf16. */
+#include "gemm_bf16.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "sd_error.h"
+
+#define MR 8    /* rows of A per panel, rows of the C tile */
+#define NR 48   /* columns of B per panel: three zmm of 16 f32 accumulators */
+#define KCP 128 /* bf16 pairs of k per block: a B panel block is 24 KB (L1) */
+
+/* Budgets of the packed operands, in bytes. */
+#define A_BUDGET ((int64_t)32 << 20)
+#define B_BUDGET ((int64_t)16 << 20)
+
+/* ---- conversion to bf16 ---- */
+
+static inline __mmask16 mask16(int64_t c)
+{
+	return c >= 16 ? (__mmask16)0xffff : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1);
+}
+
+/* n elements of src (f32, f16 or bf16) as bf16 (round to nearest even) into dst */
+static void row_to_bf16(const void *src, sd_dtype dt, int64_t n, uint16_t *dst)
+{
+	if (dt == SD_BF16) {
+		memcpy(dst, src, (size_t)n * sizeof(uint16_t));
+		return;
+	}
+	int64_t i = 0;
+	if (dt == SD_F32) {
+		const float *s = src;
+		for (; i + 32 <= n; i += 32) {
+			__m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16), _mm512_loadu_ps(s + i));
+			_mm512_storeu_si512(dst + i, (__m512i)v);
+		}
+		for (; i < n; i += 16) {
+			__mmask16 m = mask16(n - i);
+			__m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, s + i));
+			_mm256_mask_storeu_epi16(dst + i, m, (__m256i)v);
+		}
+	} else {
+		const uint16_t *s = src;
+		for (; i < n; i += 16) {
+			__mmask16 m = mask16(n - i);
+			__m512 f = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, s + i));
+			_mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(f));
+		}
+	}
+}
+
+/* one element as f32 */
+static inline float elem_f32(const void *p, sd_dtype dt, int64_t i)
+{
+	if (dt == SD_F32) return ((const float *)p)[i];
+	uint16_t h = ((const uint16_t *)p)[i];
+	if (dt == SD_BF16) {
+		uint32_t u = (uint32_t)h << 16;
+		float f;
+		memcpy(&f, &u, sizeof f);
+		return f;
+	}
+	return _cvtsh_ss(h);
+}
+
+/* ---- packing ---- */
+
+int64_t sd_bf16_rows_per_chunk(int64_t k)
+{
+	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP;
+	int64_t row_bytes = nkb * KCP * 4;
+	if (row_bytes < 4) row_bytes = 4;
+	int64_t rows = A_BUDGET / row_bytes / MR * MR;
+	return rows < MR ? MR : rows;
+}
+
+/* A panel ip (rows ip*MR ..) into blocks: block (kb, ip) at pa + (kb*npa + ip)*MR*KCP dwords,
+ * row r of the panel at + r*KCP. Rows past m and pairs past k are zeros. */
+static void pack_a_panel(const void *a, sd_dtype dt, int64_t lda, int64_t m, int64_t k,
+                         int64_t ip, int64_t npa, int64_t nkb, uint32_t *pa)
+{
+	size_t esz = sd_dtype_size(dt);
+	for (int r = 0; r < MR; r++) {
+		int64_t i = ip * MR + r;
+		for (int64_t kb = 0; kb < nkb; kb++) {
+			uint16_t *d = (uint16_t *)(pa + ((size_t)(kb * npa + ip) * MR + (size_t)r) * KCP);
+			int64_t k0 = kb * 2 * KCP, cnt = k - k0 < 2 * KCP ? k - k0 : 2 * KCP;
+			if (i < m) {
+				row_to_bf16((const char *)a + (size_t)(i * lda + k0) * esz, dt, cnt, d);
+				if (cnt < 2 * KCP) memset(d + cnt, 0, (size_t)(2 * KCP - cnt) * sizeof(uint16_t));
+			} else {
+				memset(d, 0, 2 * KCP * sizeof(uint16_t));
+			}
+		}
+	}
+}
+
+/* B panel jp (columns jp*NR ..) of op(B) (k x n): pair p at pb + (jp*kp + p)*NR dwords, column
+ * jj's pair (B[2p][j], B[2p+1][j]) in dword jj. Columns past n and the pair past k are zeros.
+ */
+static void pack_b_panel(const void *b, sd_dtype dt, int transb, int64_t ldb, int64_t n, int64_t k,
+                         int64_t j0, int64_t jp, uint32_t *pb)
+{
+	int64_t kp = (k + 1) / 2, nc = n - j0 < NR ? n - j0 : NR;
+	uint32_t *d = pb + (size_t)(jp * kp) * NR;
+	if (!transb && dt == SD_F32) {
+		/* rows 2p and 2p+1, 16 columns at a time: convert both, interleave the halves */
+		const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+		                                     24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
+		                                     1, 16, 0);
+		const float *B = b;
+		__mmask16 m[3] = {mask16(nc), mask16(nc - 16), mask16(nc - 32)};
+		for (int64_t p = 0; p < kp; p++) {
+			const float *r0 = B + 2 * p * ldb + j0;
+			int has1 = 2 * p + 1 < k;
+			for (int q = 0; q < 3; q++) {
+				__m512 v0 = _mm512_maskz_loadu_ps(m[q], r0 + 16 * q);
+				__m512 v1 = has1 ? _mm512_maskz_loadu_ps(m[q], r0 + ldb + 16 * q) : _mm512_setzero_ps();
+				__m512i v = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+				_mm512_storeu_si512(d + p * NR + 16 * q, _mm512_permutexvar_epi16(idx, v));
+			}
+		}
+	} else if (!transb) {
+		for (int64_t p = 0; p < kp; p++)
+			for (int jj = 0; jj < NR; jj++) {
+				float lo = 0, hi = 0;
+				if (jj < nc) {
+					lo = elem_f32(b, dt, 2 * p * ldb + j0 + jj);
+					if (2 * p + 1 < k) hi = elem_f32(b, dt, (2 * p + 1) * ldb + j0 + jj);
+				}
+				__m256bh v = _mm512_cvtneps_pbh(_mm512_set_ps(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo));
+				d[p * NR + jj] = (uint32_t)_mm256_extract_epi32((__m256i)v, 0);
+			}
+	} else {
+		/* B is n x k: each column of op(B) is a row of B, already in pairs once converted */
+		size_t esz = sd_dtype_size(dt);
+		for (int jj = 0; jj < NR; jj++) {
+			if (jj < nc) {
+				/* the row in chunks of 512 through a buffer on the stack */
+				uint16_t tmp[514];
+				const char *row = (const char *)b + (size_t)((j0 + jj) * ldb) * esz;
+				for (int64_t k0 = 0; k0 < k; k0 += 512) {
+					int64_t cnt = k - k0 < 512 ? k - k0 : 512;
+					row_to_bf16(row + (size_t)k0 * esz, dt, cnt, tmp);
+					tmp[cnt] = 0;
+					for (int64_t q = 0; q < (cnt + 1) / 2; q++)
+						d[(k0 / 2 + q) * NR + jj] = (uint32_t)tmp[2 * q] | (uint32_t)tmp[2 * q + 1] << 16;
+				}
+			} else {
+				for (int64_t p = 0; p < kp; p++) d[p * NR + jj] = 0;
+			}
+		}
+	}
+}
+
+/* ---- micro-kernel: C (mr x nr tile) (=|+=) A panel (8 rows, kc pairs) . B panel (kc x 48) ---- */
+
+typedef struct tile_args {
+	float alpha, beta;
+	int first;             /* first k block: C = beta C + alpha acc + biases; else C += alpha acc */
+	const float *bias_row; /* at the tile's first row, or NULL */
+	const float *bias_col; /* at the tile's first column, or NULL */
+} tile_args;
+
+static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, const float *bcol,
+                             const tile_args *t)
+{
+	if (!m) return;
+	if (t->alpha != 1.0f) acc = _mm512_mul_ps(acc, _mm512_set1_ps(t->alpha));
+	if (!t->first) {
+		acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, cp));
+	} else {
+		if (t->beta != 0.0f)
+			acc = _mm512_fmadd_ps(_mm512_set1_ps(t->beta), _mm512_maskz_loadu_ps(m, cp), acc);
+		if (t->bias_row) acc = _mm512_add_ps(acc, _mm512_set1_ps(brow));
+		if (bcol) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, bcol));
+	}
+	_mm512_mask_storeu_ps(cp, m, acc);
+}
+
+#define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0;
+/* One row of the tile. (An inline-asm version with the A pair as a {1to16} memory operand, so
+ * without the separate VPBROADCASTD, measured the same: the VDPBF16PS throughput is the limit.) */
+#define STEP(i)                                                                 \
+	{                                                                       \
+		__m512bh a_ = (__m512bh)_mm512_set1_epi32((int)a[(i) * KCP + p]); \
+		c##i##0 = _mm512_dpbf16_ps(c##i##0, b0, a_);                      \
+		if (nv > 1) c##i##1 = _mm512_dpbf16_ps(c##i##1, b1, a_);          \
+		if (nv > 2) c##i##2 = _mm512_dpbf16_ps(c##i##2, b2, a_);          \
+	}
+#define STORE(i)                                                                          \
+	if ((i) < mr) {                                                                   \
+		float *cr = c + (i) * ldc;                                                \
+		float br = t->bias_row ? t->bias_row[i] : 0.0f;                           \
+		const float *bc = t->first && t->bias_col ? t->bias_col : NULL;           \
+		store_vec(cr, m0, c##i##0, br, bc, t);                                    \
+		store_vec(cr + 16, m1, c##i##1, br, bc ? bc + 16 : NULL, t);              \
+		store_vec(cr + 32, m2, c##i##2, br, bc ? bc + 32 : NULL, t);              \
+	}
+
+/* nv: column vectors of the tile that hold columns (1, 2 or 3 of 16): a narrow edge panel
+ * (n mod 48 <= 32) does only the work of its columns. */
+static inline __attribute__((always_inline)) void
+kernel_nv(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr, int nr,
+          const tile_args *t, const int nv)
+{
+	DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
+	for (int64_t p = 0; p < kc; p++) {
+		const uint32_t *bp = b + p * NR;
+		__m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
+		__m512bh b1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(bp + 16) : b0;
+		__m512bh b2 = nv > 2 ? (__m512bh)_mm512_loadu_si512(bp + 32) : b0;
+		STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+	}
+	__mmask16 m0 = mask16(nr), m1 = mask16(nr - 16), m2 = mask16(nr - 32);
+	STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+}
+
+static void kernel1(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
+                    int nr, const tile_args *t)
+{
+	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 1);
+}
+
+static void kernel2(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
+                    int nr, const tile_args *t)
+{
+	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 2);
+}
+
+static void kernel3(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
+                    int nr, const tile_args *t)
+{
+	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 3);
+}
+
+/* ---- drivers ---- */
+
+int sd_bf16_pack_a_avx512(sd_bf16_pack *pk, int64_t m, int64_t k, const void *a, sd_dtype adt,
+                          int64_t lda)
+{
+	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP, npa = (m + MR - 1) / MR;
+	size_t dwords = (size_t)(nkb * npa) * MR * KCP;
+	uint32_t *pa = (uint32_t *)sd_workspace(0, dwords);
+	if (!pa) return -1;
+	int par = !omp_in_parallel() && omp_get_max_threads() > 1 && npa > 1 && m * k >= (1 << 15);
+#pragma omp parallel for schedule(static) if (par)
+	for (int64_t ip = 0; ip < npa; ip++) pack_a_panel(a, adt, lda, m, k, ip, npa, nkb, pa);
+	pk->data = pa;
+	pk->m = m;
+	pk->k = k;
+	return 0;
+}
+
+/* C = beta C + biases, for k == 0 */
+static void bias_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
+                      const float *bias_row, const float *bias_col)
+{
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t j = 0; j < n; j++) {
+			float v = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+			if (bias_row) v += bias_row[i];
+			if (bias_col) v += bias_col[j];
+			c[i * ldc + j] = v;
+		}
+}
+
+int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, float alpha,
+                               const void *b, sd_dtype bdt, int64_t ldb, float beta, float *c,
+                               int64_t ldc, const float *bias_row, const float *bias_col)
+{
+	int64_t m = pk->m, k = pk->k;
+	if (m == 0 || n == 0) return 0;
+	if (k == 0) {
+		bias_only(m, n, beta, c, ldc, bias_row, bias_col);
+		return 0;
+	}
+	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP, npa = (m + MR - 1) / MR;
+	size_t bsz = sd_dtype_size(bdt);
+	/* columns per chunk of packed B */
+	int64_t ncols = B_BUDGET / (kp * 4) / NR * NR;
+	if (ncols < NR) ncols = NR;
+	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+	for (int64_t n0 = 0; n0 < n; n0 += ncols) {
+		int64_t nc = n - n0 < ncols ? n - n0 : ncols;
+		int64_t npb = (nc + NR - 1) / NR;
+		uint32_t *pb = (uint32_t *)sd_workspace(1, (size_t)(npb * kp) * NR);
+		if (!pb) return -1;
+		const char *bc = transb ? (const char *)b + (size_t)(n0 * ldb) * bsz : (const char *)b + (size_t)n0 * bsz;
+		/* work items: blocks of A panels x blocks of B panels, at least 4 per thread when the
+		 * product allows it */
+		int64_t ma = 32, nb = 8;
+		while (((npa + ma - 1) / ma) * ((npb + nb - 1) / nb) < 4 * nth && (ma > 4 || nb > 1)) {
+			if (ma > 4 && (ma >= 4 * nb || nb == 1)) ma /= 2;
+			else nb = nb > 1 ? nb / 2 : 1;
+		}
+		int64_t nia = (npa + ma - 1) / ma, nib = (npb + nb - 1) / nb, items = nia * nib;
+		int par = nth > 1 && (items > 1 || npb > 1) && (double)m * nc * k >= 1e6;
+#pragma omp parallel if (par)
+		{
+#pragma omp for schedule(static)
+			for (int64_t jp = 0; jp < npb; jp++)
+				pack_b_panel(bc, bdt, transb, ldb, nc, k, jp * NR, jp, pb);
+#pragma omp for schedule(dynamic, 1)
+			for (int64_t it = 0; it < items; it++) {
+				int64_t ia = it % nia, ib = it / nia;
+				int64_t ip0 = ia * ma, ip1 = ip0 + ma < npa ? ip0 + ma : npa;
+				int64_t jp0 = ib * nb, jp1 = jp0 + nb < npb ? jp0 + nb : npb;
+				for (int64_t kb = 0; kb < nkb; kb++) {
+					int64_t kc = kp - kb * KCP < KCP ? kp - kb * KCP : KCP;
+					for (int64_t jp = jp0; jp < jp1; jp++) {
+						const uint32_t *bpan = pb + (size_t)(jp * kp + kb * KCP) * NR;
+						int64_t j = n0 + jp * NR;
+						int nr = (int)(n - j < NR ? n - j : NR);
+						void (*kern)(int64_t, const uint32_t *, const uint32_t *, float *, int64_t, int,
+						             int, const tile_args *) = nr > 32 ? kernel3 : nr > 16 ? kernel2 : kernel1;
+						for (int64_t ip = ip0; ip < ip1; ip++) {
+							int64_t i = ip * MR;
+							int mr = (int)(m - i < MR ? m - i : MR);
+							tile_args t = {alpha, beta, kb == 0, bias_row ? bias_row + i : NULL,
+							               bias_col ? bias_col + j : NULL};
+							kern(kc, pk->data + (size_t)(kb * npa + ip) * MR * KCP, bpan,
+							       c + i * ldc + j, ldc, mr, nr, &t);
+						}
+					}
+				}
+			}
+		}
+	}
+	return 0;
+}
