@@ -112,8 +112,8 @@ install-kernel: $(SDLUA)
 # fails when any output differs from the one stored (images byte for byte). CI runs the notebooks
 # that need only the tiny reference models ($(SDLUA_REFERENCE)/tiny-sd1): all six of examples/.
 # SDLUA_MODEL and SDLUA_NOTEBOOK_SIZE are unset for the run (the stored outputs are the tiny
-# model's). The kernel runs with 2 threads, the AVX2 kernels and OpenBLAS's Haswell sgemm, so the
-# outputs do not depend on the machine (docs/notebooks.md). NOTEBOOKS=... checks others;
+# model's). The kernel runs with 2 threads and the AVX2 kernels, so the outputs depend only on
+# OpenBLAS's choice of sgemm kernel for the CPU (docs/notebooks.md). NOTEBOOKS=... checks others;
 # notebooks-update stores fresh outputs (after a change that moves results on purpose).
 NOTEBOOKS_CI = examples/01-tensors-and-kernels.ipynb examples/02-tokenizer-and-text-encoder.ipynb \
   examples/03-schedulers.ipynb examples/04-your-own-sampler.ipynb examples/05-txt2img.ipynb \
@@ -124,3 +124,13 @@ notebooks-check: $(SDLUA)
 
 notebooks-update: $(SDLUA)
 	env -u SDLUA_MODEL -u SDLUA_NOTEBOOK_SIZE $(SDLUA) lua/sd/jupyter/notebooks.lua check --update $(NOTEBOOKS)
+
+# ---- whole-pipeline benchmark (docs/performance.md, "make bench-sd") ----------------------------
+# Writes the SD 1.5 stand-in once (build/bench/sd15-f16.safetensors, random f16 weights), then
+# measures txt2img at 512x512 and 256x256 with CFG, the f32-weight peak and a tiled 1024x1024
+# decode, each in a process of its own; prints one table and keeps it in docs/performance.md.
+# BENCH_SD_FLAGS=--quick skips the f32 and 1024x1024 runs; --no-docs leaves the docs alone.
+BENCH_SD_FLAGS ?=
+.PHONY: bench-sd
+bench-sd: $(SDLUA)
+	$(SDLUA) lua/sd/bench.lua $(BENCH_SD_FLAGS)

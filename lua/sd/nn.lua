@@ -7,7 +7,8 @@
 -- T.attention, x:group_norm, ...); the Lua code only wires them together.
 --
 -- Memory rule used throughout: a forward never releases its arguments (they belong to the
--- caller), and releases every intermediate it created as soon as it is dead (x:release() drops
+-- caller) unless the caller hands one over explicitly (`consume`, as in UpBlock:forward and
+-- Upsample2D:forward), and releases every intermediate it created as soon as it is dead (x:release() drops
 -- the storage at once), so peak memory does not depend on when the garbage collector runs.
 -- Views count too: a view holds a reference to its storage until it is released or collected,
 -- so temporary views are released as well (tests/lua/test_models.lua checks that a forward
@@ -252,8 +253,10 @@ function GroupNorm.new(ws, prefix, groups, channels, eps)
   return self
 end
 
-function GroupNorm:forward(x)
-  return x:group_norm(self.groups, self.weight, self.bias, self.eps)
+-- silu = true: SiLU applied in the same pass (one tensor and one sweep over memory fewer than
+-- norm then silu; the resnet blocks and the models' output heads use it).
+function GroupNorm:forward(x, silu)
+  return x:group_norm(self.groups, self.weight, self.bias, self.eps, silu or false)
 end
 
 local LayerNorm = class("LayerNorm")
@@ -271,14 +274,18 @@ function LayerNorm:forward(x)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Embedding: rows of a (num, dim) table, widened to f32 at construction.
+-- Embedding: rows of a (num, dim) table. Small tables are widened to f32 at construction; with
+-- keep_dtype (CLIP's 49408-row token table) the table stays as stored and only the looked-up
+-- rows are widened (T.embedding reads f16/bf16): an f16 checkpoint then keeps 76 MB mapped
+-- instead of 152 MB of f32 on the heap.
 
 local Embedding = class("Embedding")
 nn.Embedding = Embedding
 
-function Embedding.new(ws, prefix, num, dim)
+function Embedding.new(ws, prefix, num, dim, keep_dtype)
   local self = setmetatable({num = num, dim = dim}, Embedding)
-  self.weight = ws:small(join(prefix, "weight"), {num, dim})
+  local name = join(prefix, "weight")
+  self.weight = keep_dtype and ws:get(name, {num, dim}) or ws:small(name, {num, dim})
   return self
 end
 
@@ -527,9 +534,8 @@ end
 
 -- x (B,cin,H,W), temb (B,temb_channels) or nil -> (B,cout,H,W)
 function ResnetBlock2D:forward(x, temb)
-  local h = self.norm1:forward(x)
-  local a = h:silu(); free(h)
-  h = self.conv1:forward(a); free(a)
+  local a = self.norm1:forward(x, true)   -- silu(norm1(x)) in one pass
+  local h = self.conv1:forward(a); free(a)
   if self.time_emb_proj and temb then
     local ta = temb:silu()
     local t = self.time_emb_proj:forward(ta); free(ta)
@@ -537,8 +543,7 @@ function ResnetBlock2D:forward(x, temb)
     h:add_(tv)
     free(tv, t)
   end
-  local n = self.norm2:forward(h); free(h)
-  a = n:silu(); free(n)
+  a = self.norm2:forward(h, true); free(h)
   h = self.conv2:forward(a); free(a)
   if self.conv_shortcut then
     local s = self.conv_shortcut:forward(x)
@@ -604,14 +609,17 @@ function Upsample2D.new(ws, prefix, opts)
   return self
 end
 
--- size: optional {h, w} output size (when the skip connection is not exactly 2x)
-function Upsample2D:forward(x, size)
+-- size: optional {h, w} output size (when the skip connection is not exactly 2x).
+-- consume: release x as soon as it is upsampled (the caller gives it up), so that x, the
+-- upsampled copy and the convolution's output are never alive together.
+function Upsample2D:forward(x, size, consume)
   local u
   if size and (size[1] ~= 2 * x.shape[3] or size[2] ~= 2 * x.shape[4]) then
     u = x:interpolate{size = size, mode = "nearest"}
   else
     u = x:upsample_nearest(2)
   end
+  if consume then free(x) end
   local y = self.conv:forward(u)
   free(u)
   return y
@@ -810,24 +818,27 @@ end
 
 -- skips: the matching down outputs, consumed from the end of the list (popped and released).
 -- upsample_size: {h, w} of the next level's skip, or nil.
-function UpBlock:forward(x, temb, ctx, skips, upsample_size)
+-- consume: the block releases x itself as soon as it is used (the caller gives it up; at the
+-- VAE's 512x512 levels that is 134-268 MB less at the decoder's peak).
+function UpBlock:forward(x, temb, ctx, skips, upsample_size, consume)
   local h = x
+  local function done(t) -- t is used up: release it unless it is the caller's x
+    if t ~= x or consume then free(t) end
+  end
   for i, resnet in ipairs(self.resnets) do
     local inp = h
     if self.skips then
       local s = table.remove(skips)
       inp = T.cat({h, s}, 2)
       free(s)
-      if h ~= x then free(h) end
+      done(h)
     end
     local r = resnet:forward(inp, temb)
-    if inp ~= x then free(inp) end
+    done(inp)
     h = attend(self.attentions[i], r, ctx)
   end
   if self.upsampler then
-    local u = self.upsampler:forward(h, upsample_size)
-    if h ~= x then free(h) end
-    h = u
+    h = self.upsampler:forward(h, upsample_size, h ~= x or consume)
   end
   return h
 end

@@ -70,7 +70,7 @@ function CLIP.new(config, weights, opts)
   local self = setmetatable({config = c, clip_skip = opts.clip_skip or 1,
     base_skip = c.layer == "penultimate" and 1 or 0}, CLIP)
   local d = c.hidden_size
-  self.token_embedding = nn.Embedding.new(ws, prefix .. "embeddings.token_embedding", c.vocab_size, d)
+  self.token_embedding = nn.Embedding.new(ws, prefix .. "embeddings.token_embedding", c.vocab_size, d, true)
   self.position_embedding = nn.Embedding.new(ws, prefix .. "embeddings.position_embedding",
     c.max_position_embeddings, d)
   self.layers = {}

@@ -242,18 +242,22 @@ function UNet:forward(x, t, ctx, opts)
     for _ = 1, n do skips[#skips] = nil end
     local size = nil
     if #skips > 0 then local s = skips[#skips].shape; size = {s[3], s[4]} end
-    local out = block:forward(h, emb, ctx, mine, size)
-    if h ~= out and (self.mid_block or i > 1) then nn.free(h) end
-    h = out
+    -- h is ours to give up unless it is the last down output, still referenced by `skips`
+    h = block:forward(h, emb, ctx, mine, size, self.mid_block ~= nil or i > 1)
     keep("up." .. (i - 1), h)
   end
   nn.free(emb)
 
   -- output
-  local n = self.conv_norm_out:forward(h)
+  local a
+  if rec then -- the goldens record the norm's output before the SiLU
+    local n = self.conv_norm_out:forward(h)
+    keep("conv_norm_out", n)
+    a = n:silu(); nn.free(n)
+  else
+    a = self.conv_norm_out:forward(h, true)
+  end
   nn.free(h)
-  keep("conv_norm_out", n)
-  local a = n:silu(); nn.free(n)
   local out = self.conv_out:forward(a); nn.free(a)
   if x ~= given_x then nn.free(x) end
   if ctx ~= given_ctx then nn.free(ctx) end

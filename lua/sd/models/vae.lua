@@ -21,6 +21,8 @@ VAE.__index = VAE
 
 local EPS = 1e-6   -- every norm in the VAE uses eps 1e-6
 
+local function no_record() end  -- the `keep` of a forward that records nothing
+
 local Encoder = nn.class("Encoder")
 
 function Encoder.new(ws, prefix, c)
@@ -53,8 +55,7 @@ function Encoder:forward(x, keep)
   end
   local m = self.mid_block:forward(h); nn.free(h)
   keep("encoder.mid", m)
-  local n = self.conv_norm_out:forward(m); nn.free(m)
-  local a = n:silu(); nn.free(n)
+  local a = self.conv_norm_out:forward(m, true); nn.free(m)
   local out = self.conv_out:forward(a); nn.free(a)
   keep("encoder.conv_out", out)
   return out
@@ -88,14 +89,18 @@ function Decoder:forward(z, keep)
   keep("decoder.mid", m)
   h = m
   for i, block in ipairs(self.up_blocks) do
-    local out = block:forward(h, nil, nil)
-    nn.free(h)
-    h = out
+    h = block:forward(h, nil, nil, nil, nil, true) -- the block releases its input when used
     keep("decoder.up." .. (i - 1), h)
   end
-  local n = self.conv_norm_out:forward(h); nn.free(h)
-  keep("decoder.conv_norm_out", n)
-  local a = n:silu(); nn.free(n)
+  local a
+  if keep ~= no_record then -- the goldens record the norm's output before the SiLU
+    local n = self.conv_norm_out:forward(h)
+    keep("decoder.conv_norm_out", n)
+    a = n:silu(); nn.free(n)
+  else
+    a = self.conv_norm_out:forward(h, true)
+  end
+  nn.free(h)
   local out = self.conv_out:forward(a); nn.free(a)
   return out
 end
@@ -130,7 +135,7 @@ end
 
 local function recorder(opts, prefix)
   local rec = opts and opts.record
-  if not rec then return function() end end
+  if not rec then return no_record end
   return function(name, v) rec[(prefix or "") .. name] = v:clone() end
 end
 
