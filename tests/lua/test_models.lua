@@ -239,53 +239,31 @@ test.golden("unet: missing weights are listed by name", "goldens/tiny-sd1/unet.s
 end)
 
 -- A forward releases its intermediates itself: with the collector stopped, what is still
--- allocated afterwards is the output (plus, until runtime/lnn.c releases it, the internal buffer
--- T.attention returns a view of, counted here by wrapping T.attention).
+-- allocated afterwards is exactly the output.
 test.golden("unet/vae/clip: forward frees its intermediates without the GC", "goldens/tiny-sd1/unet.safetensors",
   function(path)
   local unet = load_unet("tiny-sd1")
   local g = sd.safetensors.load(path)
-  local orig = T.attention
-  local held = 0
-  T.attention = function(...)
-    local o = orig(...)
-    held = held + o:numel() * 4
-    return o
-  end
-  local ok, err = pcall(function()
+  local vae = load_vae("tiny-sd1")
+  local gv = sd.safetensors.load(test.reference("goldens/tiny-sd1/vae.safetensors"))
+  local CLIP = require "sd.models.clip"
+  local te = CLIP.new(read_json(test.reference("tiny-sd1/text_encoder/config.json")),
+    sd.safetensors.load(test.reference("tiny-sd1/text_encoder/model.safetensors")))
+  local gt = sd.safetensors.load(test.reference("goldens/tiny-sd1/text_encoder.safetensors"))
+  local function left_after(what, f)
     collectgarbage("collect")
     collectgarbage("stop")
     local m0 = sd.memory().current
-    local out = unet:forward(g.sample, g.timesteps, g.encoder_hidden_states)
-    local left = sd.memory().current - m0 - out:numel() * 4
-    io.write(string.format("  unet: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
-    test.truthy(left <= held, "unet forward leaves only its output")
-    held = 0
-    local vae = load_vae("tiny-sd1")
-    local gv = sd.safetensors.load(test.reference("goldens/tiny-sd1/vae.safetensors"))
-    collectgarbage("collect")
-    collectgarbage("stop")
-    m0 = sd.memory().current
-    local img = vae:decode(gv["decode.z"])
-    left = sd.memory().current - m0 - img:numel() * 4
-    io.write(string.format("  vae decode: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
-    test.truthy(left <= held, "vae decode leaves only its output")
-    held = 0
-    local CLIP = require "sd.models.clip"
-    local te = CLIP.new(read_json(test.reference("tiny-sd1/text_encoder/config.json")),
-      sd.safetensors.load(test.reference("tiny-sd1/text_encoder/model.safetensors")))
-    local gt = sd.safetensors.load(test.reference("goldens/tiny-sd1/text_encoder.safetensors"))
-    collectgarbage("collect")
-    collectgarbage("stop")
-    m0 = sd.memory().current
-    local e = te:forward(gt.input_ids)
-    left = sd.memory().current - m0 - e:numel() * 4
-    io.write(string.format("  clip: %d bytes left after forward (T.attention buffers: %d)\n", left, held))
-    test.truthy(left <= held, "clip forward leaves only its output")
-  end)
-  T.attention = orig
-  collectgarbage("restart")
-  if not ok then error(err, 0) end
+    local ok, out = pcall(f)
+    local left = ok and sd.memory().current - m0 - out:numel() * 4
+    collectgarbage("restart")
+    if not ok then error(out, 0) end
+    io.write(string.format("  %s: %d bytes left after forward besides its output\n", what, left))
+    test.eq(left, 0, what .. " leaves only its output")
+  end
+  left_after("unet", function() return unet:forward(g.sample, g.timesteps, g.encoder_hidden_states) end)
+  left_after("vae decode", function() return vae:decode(gv["decode.z"]) end)
+  left_after("clip", function() return te:forward(gt.input_ids) end)
 end)
 
 -- ---------------------------------------------------------------------------------------------

@@ -356,16 +356,29 @@ local function check_dtype_opt(dtype)
 end
 
 -- map (target -> entry) + source tensors (name -> tensor) -> target -> tensor
+-- Sources read only to make converted copies are released at the end, so that widening a half
+-- checkpoint to f32 does not keep both copies until the garbage collector runs.
 local function materialize(map, tensors, dtype)
-  local out = {}
+  local out, converted, kept = {}, {}, {}
   for target, e in pairs(map) do
-    local t = tensors[e.src]
-    if t == nil then
+    local src = tensors[e.src]
+    if src == nil then
       error(("sd.load: tensor %s%s cannot be loaded"):format(e.src, e.dtype and (" (dtype " .. e.dtype .. ")") or ""), 0)
     end
+    local t = src
     if e.narrow then t = t:narrow(e.narrow[1], e.narrow[2] + 1, e.narrow[3]) end
     if not same_shape(t.shape, e.shape) then t = t:view(e.shape) end
-    out[target] = convert(t, dtype)
+    local c = convert(t, dtype)
+    if c == t then
+      kept[e.src] = true
+    else
+      converted[e.src] = true
+      if t ~= src then t:release() end -- the temporary view
+    end
+    out[target] = c
+  end
+  for name in pairs(converted) do
+    if not kept[name] then tensors[name]:release() end
   end
   return out
 end
