@@ -259,6 +259,17 @@ function GroupNorm:forward(x, silu)
   return x:group_norm(self.groups, self.weight, self.bias, self.eps, silu or false)
 end
 
+-- GroupNorm then SiLU, as the models' output heads run it: fused, or in two steps when `record`
+-- (a function) wants the norm's own output (the goldens record it before the SiLU).
+function GroupNorm:forward_silu(x, record)
+  if not record then return self:forward(x, true) end
+  local n = self:forward(x)
+  record(n)
+  local a = n:silu()
+  free(n)
+  return a
+end
+
 local LayerNorm = class("LayerNorm")
 nn.LayerNorm = LayerNorm
 

@@ -4,19 +4,8 @@
 local test = require "test"
 local sd = require "sd"
 local T = sd.tensor
-local cjson = require "cjson"
-
-local cases = {"txt2img_pndm", "txt2img_euler_a", "txt2img_dpmpp_2m_karras", "txt2img_ddim",
-  "img2img_pndm", "img2img_euler_a", "negprompt_cfg1", "negprompt_cfg7.5"}
-
-local scheduler_names = {
-  PNDMScheduler = "pndm", EulerAncestralDiscreteScheduler = "euler_a",
-  DPMSolverMultistepScheduler = "dpmpp_2m", DDIMScheduler = "ddim",
-}
-
-local function maxdiff(a, b)
-  return (a - b):abs():max():item()
-end
+local goldens = require "pipeline_goldens"
+local maxdiff = goldens.maxdiff
 
 local pipes = {}
 local function pipeline(root, model, layout)
@@ -33,30 +22,17 @@ end
 
 for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
   for _, layout in ipairs{"folder", "single"} do
-    for _, case in ipairs(cases) do
+    for _, case in ipairs(goldens.cases) do
       local rel = "goldens/" .. model .. "/pipeline/" .. case .. ".safetensors"
       test.golden(string.format("pipeline %s (%s) %s", model, layout, case), rel, function(path)
         local root = path:match("^(.*)/goldens/")
-        local g, meta = sd.safetensors.load(path)
-        local config = cjson.decode(meta.config)
-        local tol = tonumber(meta.suggested_abs_tolerance)
+        local g, config, tol = goldens.load(path)
         local pipe = pipeline(root, model, layout)
-        local args = {prompt = config.prompt, negative_prompt = config.negative, guidance = config.guidance,
-          steps = config.steps, seed = config.seed, width = 128, height = 128, eta = config.eta,
-          scheduler = scheduler_names[config.scheduler_class], scheduler_options = config.scheduler_overrides}
         local step_err = 0
-        args.on_step = function(i, _, latents)
+        local img, info = goldens.run(pipe, g, config, {on_step = function(i, _, latents)
           local want = g[string.format("step%02d.latents", i - 1)]
           if want then step_err = math.max(step_err, maxdiff(latents, want)) end
-        end
-        local img, info
-        if config.mode == "img2img" then
-          args.image = (g.init_image + 1) / 2
-          args.strength = config.strength or 0.6
-          img, info = pipe:img2img(args)
-        else
-          img, info = pipe:txt2img(args)
-        end
+        end})
         local emb = pipe:encode_prompt(config.prompt)
         test.within(maxdiff(emb, g.prompt_embeds_cond), tol, "prompt_embeds_cond")
         if g.prompt_embeds_uncond and config.guidance > 1 then
@@ -65,10 +41,8 @@ for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
         test.within(step_err, tol, "latents after each step")
         test.within(maxdiff(info.latents, g.latents_final), tol, "latents_final")
         test.within(maxdiff(img, g.image), tol, "image")
-        local u8 = sd.core.image.to_u8(img[1])
-        local d = (u8:to("f32") - g.image_u8_hwc:to("f32")):abs()
-        local off, worst = d:clamp(0, 1):sum():item(), d:max():item()
-        io.write(string.format("  %-48s %d of %d values differ (max %d)\n", "image_u8_hwc", off, d:numel(), worst))
+        local off, worst = goldens.u8_diff(img, g)
+        io.write(string.format("  %-48s %d of %d values differ (max %d)\n", "image_u8_hwc", off, g.image_u8_hwc:numel(), worst))
         test.truthy(worst <= 1 and off <= 16, "uint8 image within 1 LSB at a few pixels")
       end)
     end

@@ -6,13 +6,9 @@ local test = require "test"
 local sd = require "sd"
 local T = sd.tensor
 local cjson = require "cjson"
+local goldens = require "pipeline_goldens"
 
-local function maxdiff(a, b)
-  local d = (a - b):abs()
-  local m = d:max():item()
-  d:release()
-  return m
-end
+local maxdiff = goldens.maxdiff
 
 -- whether this CPU runs the bf16 kernels (AVX512_BF16, not capped by SDLUA_CPU)
 local has_bf16
@@ -57,12 +53,6 @@ test.case("linear, conv2d and matmul under bf16: within bf16 rounding of f32", f
 end)
 
 -- The tiny reference pipelines with precision = "bf16": the errors beside the goldens' tolerance.
-local cases = {"txt2img_pndm", "txt2img_euler_a", "txt2img_dpmpp_2m_karras", "txt2img_ddim",
-  "img2img_pndm", "img2img_euler_a", "negprompt_cfg1", "negprompt_cfg7.5"}
-local scheduler_names = {
-  PNDMScheduler = "pndm", EulerAncestralDiscreteScheduler = "euler_a",
-  DPMSolverMultistepScheduler = "dpmpp_2m", DDIMScheduler = "ddim",
-}
 -- Loose bound for bf16: 6e-2 of the image range ([0, 1]) on the final image. Measured on this
 -- machine (docs/performance.md): 0.008-0.021 on tiny-sd1, 0.020-0.046 on tiny-sd2, against
 -- golden tolerances of 3e-5-9e-4; at most 12 of 255 in the 8-bit image.
@@ -70,36 +60,21 @@ local IMAGE_BOUND = 6e-2
 
 local pipes = {}
 for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
-  for _, case in ipairs(cases) do
+  for _, case in ipairs(goldens.cases) do
     local rel_path = "goldens/" .. model .. "/pipeline/" .. case .. ".safetensors"
     test.golden(string.format("precision bf16: pipeline %s %s", model, case), rel_path, function(path)
       local root = path:match("^(.*)/goldens/")
-      local g, meta = sd.safetensors.load(path)
-      local config = cjson.decode(meta.config)
-      local tol = tonumber(meta.suggested_abs_tolerance)
+      local g, config, tol = goldens.load(path)
       pipes[model] = pipes[model] or sd.load(root .. "/" .. model)
       local pipe = pipes[model]
-      local args = {prompt = config.prompt, negative_prompt = config.negative, guidance = config.guidance,
-        steps = config.steps, seed = config.seed, width = 128, height = 128, eta = config.eta,
-        scheduler = scheduler_names[config.scheduler_class], scheduler_options = config.scheduler_overrides,
-        precision = "bf16"}
       local before = sd.precision()
-      local img, info
-      if config.mode == "img2img" then
-        args.image = (g.init_image + 1) / 2
-        args.strength = config.strength or 0.6
-        img, info = pipe:img2img(args)
-      else
-        img, info = pipe:txt2img(args)
-      end
+      local img, info = goldens.run(pipe, g, config, {precision = "bf16"})
       test.eq(sd.precision(), before, "sd.precision restored after the call")
       test.eq(info.precision, has_bf16 and "bf16" or "f32", "info.precision")
       local e_lat, e_img = maxdiff(info.latents, g.latents_final), maxdiff(img, g.image)
-      local u8 = sd.core.image.to_u8(img[1])
-      local d = (u8:to("f32") - g.image_u8_hwc:to("f32")):abs()
+      local off, worst = goldens.u8_diff(img, g)
       io.write(string.format("  latents_final err %.3g  image err %.3g  (golden tol %.3g: %s)  u8 max %d, %d values off\n",
-        e_lat, e_img, tol, e_img <= tol and e_lat <= tol and "within" or "exceeded",
-        d:max():item(), d:clamp(0, 1):sum():item()))
+        e_lat, e_img, tol, e_img <= tol and e_lat <= tol and "within" or "exceeded", worst, off))
       test.within(e_img, IMAGE_BOUND, "image within the bf16 bound")
     end)
   end

@@ -249,14 +249,7 @@ function UNet:forward(x, t, ctx, opts)
   nn.free(emb)
 
   -- output
-  local a
-  if rec then -- the goldens record the norm's output before the SiLU
-    local n = self.conv_norm_out:forward(h)
-    keep("conv_norm_out", n)
-    a = n:silu(); nn.free(n)
-  else
-    a = self.conv_norm_out:forward(h, true)
-  end
+  local a = self.conv_norm_out:forward_silu(h, rec and function(n) keep("conv_norm_out", n) end)
   nn.free(h)
   local out = self.conv_out:forward(a); nn.free(a)
   if x ~= given_x then nn.free(x) end

@@ -92,14 +92,7 @@ function Decoder:forward(z, keep)
     h = block:forward(h, nil, nil, nil, nil, true) -- the block releases its input when used
     keep("decoder.up." .. (i - 1), h)
   end
-  local a
-  if keep ~= no_record then -- the goldens record the norm's output before the SiLU
-    local n = self.conv_norm_out:forward(h)
-    keep("decoder.conv_norm_out", n)
-    a = n:silu(); nn.free(n)
-  else
-    a = self.conv_norm_out:forward(h, true)
-  end
+  local a = self.conv_norm_out:forward_silu(h, keep ~= no_record and function(n) keep("decoder.conv_norm_out", n) end)
   nn.free(h)
   local out = self.conv_out:forward(a); nn.free(a)
   return out
