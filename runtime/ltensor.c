@@ -37,7 +37,7 @@ static int t_empty(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	new_filled(L, "empty", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 2, SD_F32), 0);
+	new_filled(L, "empty", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 0);
 	return 1;
 }
 
@@ -45,7 +45,7 @@ static int t_zeros(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	new_filled(L, "zeros", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 2, SD_F32), 1);
+	new_filled(L, "zeros", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 1);
 	return 1;
 }
 
@@ -53,7 +53,7 @@ static int t_ones(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	sd_tensor *t = new_filled(L, "ones", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 2, SD_F32), 0);
+	sd_tensor *t = new_filled(L, "ones", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 0);
 	fill(L, t, 1.0, "ones");
 	return 1;
 }

@@ -11,6 +11,8 @@ test.case("constructors give the right shapes, dtypes and values", function()
   test.eq(T.full({2, 2}, 2.5):get(2, 2), 2.5)
   test.eq(T.empty{5}.shape[1], 5)
   test.eq(T.zeros(2, 3).shape[2], 3, "varargs shape")
+  test.eq(T.zeros(2, 3, "f16").dtype, "f16", "varargs shape, then the dtype")
+  test.eq(T.ones(4, "i64"):get(4), 1)
   local x = T.from({1, 2, 3, 4, 5, 6}, {2, 3})
   test.eq(x:get(2, 1), 4); test.eq(x:get(-1, -1), 6)
   local n = T.from{{1, 2}, {3, 4}, {5, 6}}
