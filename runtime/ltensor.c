@@ -647,7 +647,7 @@ static int mt_index(lua_State *L)
 		int64_t j = i > 0 ? i - 1 : t->shape[0] + i;
 		if (i == 0) j = -1;
 		sd_tensor *o = sdl_newtensor(L);
-		if (sd_tensor_select(t, o, 0, j) != 0) sdl_error(L, "index");
+		if (sd_tensor_select(t, o, 0, j) != 0) sdl_error(L, "select");
 		return 1;
 	}
 	return luaL_error(L, "tensor index must be a method name or an integer, got %s", luaL_typename(L, 2));
