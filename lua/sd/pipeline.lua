@@ -305,6 +305,7 @@ function Pipeline:generate(p, args, info, start)
   return image, out
 end
 
+-- generate, inside the precision setting generate puts around it
 function Pipeline:generate_body(p, args, info, start)
   local t_start = clock()
   local cond, context = self:embeddings(p, args)
