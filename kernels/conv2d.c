@@ -1,10 +1,12 @@
-/* 2-D convolution on sgemm: direct products for 1x1 convolutions, banded im2col otherwise. */
+/* 2-D convolution on sgemm: direct products for 1x1 convolutions, a batch-wide im2col for small
+ * images, banded im2col per image otherwise. */
 #include "conv2d.h"
 
 #include <omp.h>
 #include <string.h>
 
 #include "cpu.h"
+#include "dtype.h"
 #include "gemm.h"
 #include "gemm_bf16.h"
 #include "sd_error.h"
@@ -16,6 +18,25 @@
 /* output pixels per thread from which each thread runs its own bands */
 #ifndef SD_CONV_PERTHREAD_MIN
 #define SD_CONV_PERTHREAD_MIN 128
+#endif
+/* images of at most this many output pixels (16x16, 8x8) are done batch-wide: one product for
+ * all the images of the batch */
+#ifndef SD_CONV_BATCH_MAXPIX
+#define SD_CONV_BATCH_MAXPIX 256
+#endif
+/* budget of a batch-wide im2col band in floats (48 MB): every SD 1.5 512^2 conv at batch 2 (CFG)
+ * fits in one band (the largest, 2560->1280 3x3 at 16x16, needs 11.8 Mi floats) */
+#define BATCH_COL_FLOATS (12 << 20)
+/* f16/bf16 weights, batch-wide products of at least SD_CONV_WIDEN_MINCOLS columns: weight row
+ * tiles of up to WIDEN_TILE_FLOATS (64 MB; a whole 1280-row 3x3 weight) widened by all threads,
+ * each then multiplied with BLAS threading. Thinner products (8x8 at batch 2: 128 columns) do
+ * better in sd_gemm_ex, whose threads each widen and multiply their own rows. */
+#define WIDEN_TILE_FLOATS (16 << 20)
+#ifndef SD_CONV_WIDEN_MINCOLS
+#define SD_CONV_WIDEN_MINCOLS 256
+#endif
+#ifndef SD_CONV_GATHER_PAR
+#define SD_CONV_GATHER_PAR (1 << 14)
 #endif
 
 int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
@@ -79,6 +100,50 @@ static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_
 		pos += cnt;
 		oy++;
 		ox0 = 0;
+	}
+}
+
+/* Small images, all of the batch in one product: the im2col columns [j0, j0 + cnt) of the
+ * batch-wide matrix (column j = image j / ohw, output pixel j % ohw) for group gi. */
+static void im2col_batch(const float *x, int64_t c, int64_t h, int64_t w, int64_t gi, int64_t cg,
+                         int64_t kh, int64_t kw, const sd_conv2d_params *p, int64_t ow, int64_t ohw,
+                         int64_t j0, int64_t cnt, float *col, int par)
+{
+	int64_t kdim = cg * kh * kw, hw = h * w;
+#pragma omp parallel for schedule(static) if (par)
+	for (int64_t r = 0; r < kdim; r++) {
+		int64_t ci = r / (kh * kw), t = r % (kh * kw);
+		float *dst = col + r * cnt;
+		for (int64_t j = j0; j < j0 + cnt;) {
+			int64_t b = j / ohw, p0 = j % ohw;
+			int64_t seg = ohw - p0 < j0 + cnt - j ? ohw - p0 : j0 + cnt - j;
+			im2col_row(x + (b * c + gi * cg + ci) * hw, h, w, t / kw, t % kw, p, ow, p0, seg,
+			           dst + (j - j0));
+			j += seg;
+		}
+	}
+}
+
+/* The product t (og x cnt) of batch-wide columns [j0, j0 + cnt), group gi, into y (NCHW) plus
+ * the bias. */
+static void scatter_batch(const float *t, int64_t cnt, int64_t j0, int64_t o, int64_t og, int64_t gi,
+                          int64_t ohw, const float *bias, float *y, int par)
+{
+#pragma omp parallel for schedule(static) if (par)
+	for (int64_t oc = 0; oc < og; oc++) {
+		const float *tr = t + oc * cnt;
+		float bv = bias ? bias[gi * og + oc] : 0.0f;
+		for (int64_t j = j0; j < j0 + cnt;) {
+			int64_t b = j / ohw, p0 = j % ohw;
+			int64_t seg = ohw - p0 < j0 + cnt - j ? ohw - p0 : j0 + cnt - j;
+			float *yr = y + (b * o + gi * og + oc) * ohw + p0;
+			const float *src = tr + (j - j0);
+			if (bias)
+				for (int64_t q = 0; q < seg; q++) yr[q] = src[q] + bv;
+			else
+				memcpy(yr, src, (size_t)seg * sizeof(float));
+			j += seg;
+		}
 	}
 }
 
@@ -198,6 +263,78 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 	sd_cpu_features(); /* detected before any worker thread widens weights */
 	if (sd_gemm_bf16_enabled()) return conv_bf16(x, n, c, h, w, wbytes, wdt, o, kh, kw, bias, p, y);
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+
+	if (!direct && ohw <= SD_CONV_BATCH_MAXPIX && (n > 1 || wdt != SD_F32)) {
+		/* Small images (16x16, 8x8): the whole batch in one product, W (og x kdim) times the
+		 * im2col matrix of all images (kdim x n*ohw; column j = image j / ohw, pixel j % ohw),
+		 * so that the product has n*ohw columns instead of ohw; its result (og x n*ohw) is then
+		 * scattered into NCHW, adding the bias. The columns are banded (evenly) to bound the
+		 * workspace. f16/bf16 weights are widened once per call: with a single band by row
+		 * tiles (or inside sd_gemm_ex for thin products), with several bands all at once up
+		 * front (o x kdim floats). Each output is one dot product over kdim, as in any GEMM,
+		 * then + bias. A single image with f32 weights gains no columns: it keeps the paths
+		 * below (on a loaded machine the per-thread bands ran ~10 % faster at 16x16). */
+		int64_t tot = n * ohw;
+		int64_t np = BATCH_COL_FLOATS / kdim;
+		if (np < MIN_COLS) np = MIN_COLS;
+		if (np > tot) np = tot;
+		int64_t nb = (tot + np - 1) / np;
+		np = (tot + nb - 1) / nb; /* even bands */
+		float *col = sd_workspace(2, (size_t)(kdim * np));
+		float *t = col ? sd_workspace(3, (size_t)(og * np)) : NULL;
+		if (!col || !t) return -1;
+		const void *wa = weight;
+		sd_dtype adt = wdt;
+		if (wdt != SD_F32 && nb > 1) {
+			float *wf = sd_workspace(4, (size_t)(o * kdim));
+			if (!wf) return -1;
+			const uint16_t *w16 = weight;
+			int64_t len = o * kdim, chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (nth > 1)
+			for (int64_t i = 0; i < len; i += chunk) {
+				size_t m = (size_t)(len - i < chunk ? len - i : chunk);
+				if (wdt == SD_F16) sd_f16_to_f32_n(w16 + i, wf + i, m);
+				else sd_bf16_to_f32_n(w16 + i, wf + i, m);
+			}
+			wa = wf;
+			adt = SD_F32;
+		}
+		size_t aesz = sd_dtype_size(adt);
+		int par = nth > 1;
+		for (int64_t j0 = 0; j0 < tot; j0 += np) {
+			int64_t cnt = tot - j0 < np ? tot - j0 : np;
+			for (int64_t gi = 0; gi < g; gi++) {
+				im2col_batch(x, c, h, w, gi, cg, kh, kw, p, ow, ohw, j0, cnt, col,
+				             par && kdim * cnt >= SD_CONV_GATHER_PAR);
+				if (adt != SD_F32 && tot >= SD_CONV_WIDEN_MINCOLS) {
+					/* one band: row tiles of W widened in parallel, each multiplied with BLAS threads */
+					int64_t rt = WIDEN_TILE_FLOATS / kdim;
+					if (rt < 16) rt = 16;
+					if (rt > og) rt = og;
+					rt = (og + (og + rt - 1) / rt - 1) / ((og + rt - 1) / rt); /* even tiles */
+					float *wf = sd_workspace(4, (size_t)(rt * kdim));
+					if (!wf) return -1;
+					const uint16_t *w16 = (const uint16_t *)weight + gi * og * kdim;
+					for (int64_t r0 = 0; r0 < og; r0 += rt) {
+						int64_t rc = og - r0 < rt ? og - r0 : rt, len = rc * kdim, chunk = 1 << 15;
+#pragma omp parallel for schedule(static) if (par)
+						for (int64_t i = 0; i < len; i += chunk) {
+							size_t m = (size_t)(len - i < chunk ? len - i : chunk);
+							if (wdt == SD_F16) sd_f16_to_f32_n(w16 + r0 * kdim + i, wf + i, m);
+							else sd_bf16_to_f32_n(w16 + r0 * kdim + i, wf + i, m);
+						}
+						if (sd_sgemm(0, 0, rc, cnt, kdim, 1.0f, wf, kdim, col, cnt, 0.0f, t + r0 * cnt, cnt))
+							return -1;
+					}
+				} else if (sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, (const char *)wa + (size_t)(gi * og * kdim) * aesz,
+				               adt, kdim, col, SD_F32, cnt, 0.0f, t, cnt))
+					return -1;
+				scatter_batch(t, cnt, j0, o, og, gi, ohw, bias, y, par && og * cnt >= (1 << 16));
+			}
+		}
+		return 0;
+	}
+
 	int perthread = !direct && nth > 1 && ohw >= SD_CONV_PERTHREAD_MIN * nth;
 
 	/* Bias: preset, then every product accumulates onto it; the per-thread bands add it to
@@ -265,16 +402,13 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		return 0;
 	}
 
-	/* Small images: one band at a time, gathered by all threads, multiplied with BLAS threads
-	 * (which split the output channels). */
+	/* Larger images on one thread (or called inside a parallel region): one band at a time,
+	 * gathered by all threads, multiplied with BLAS threads (which split the output channels). */
 	int64_t np = IM2COL_FLOATS / kdim;
 	if (np < MIN_COLS) np = MIN_COLS;
 	if (np > ohw) np = ohw;
 	float *col = sd_workspace(2, (size_t)(kdim * np));
 	if (!col) return -1;
-#ifndef SD_CONV_GATHER_PAR
-#define SD_CONV_GATHER_PAR (1 << 14)
-#endif
 	int par = nth > 1;
 	for (int64_t b = 0; b < n; b++) {
 		for (int64_t p0 = 0; p0 < ohw; p0 += np) {

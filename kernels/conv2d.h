@@ -1,8 +1,11 @@
 /* 2-D convolution (cross-correlation, as torch.nn.functional.conv2d), NCHW, on sgemm.
  *
  * 1x1 convolutions with stride 1 and no padding are one product per image and group straight
- * on the input (no copy). The others gather the input into an im2col matrix in bands of output
- * rows, the band sized so that the workspace stays at a few MB, and multiply each band. */
+ * on the input (no copy). Small images (<= 256 output pixels) gather all the images of the batch
+ * into one im2col matrix (banded beyond 48 MB) for one product per group, scattered into NCHW;
+ * f16/bf16 weights are widened once per call. The others gather the input into an im2col matrix
+ * in bands of output rows, the band sized so that the workspace stays at a few MB, and multiply
+ * each band. */
 #ifndef SD_CONV2D_H
 #define SD_CONV2D_H
 

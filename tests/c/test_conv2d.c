@@ -6,6 +6,7 @@
 #include "conv2d.h"
 #include "dtype.h"
 #include "gemm.h"
+#include "sd_error.h"
 
 static void ref_conv(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, const float *wt,
                      int64_t o, int64_t kh, int64_t kw, const float *bias, const sd_conv2d_params *p,
@@ -57,7 +58,7 @@ static int one_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64
 	for (int64_t i = 0; i < ny; i++) y[i] = NAN; /* every output must be written */
 	int rc = sd_conv2d(x, n, c, h, w, wdt == SD_F32 ? (void *)wt : (void *)wh, wdt, o, kh, kw,
 	                   withbias ? bias : NULL, &p, y);
-	CHECK(rc == 0, "conv2d failed");
+	CHECK(rc == 0, "conv2d failed: %s", sd_geterr());
 	double worst = 0;
 	for (int64_t i = 0; i < ny; i++) {
 		double r = fabs(y[i] - want[i]) / (1e-5 * mag[i] + 1e-6);
@@ -132,6 +133,22 @@ static void test_bands(void)
 	one_conv(1, 1024, 3, 3, 130, 3, 3, P(1, 1, 1, 1), 1, SD_BF16, 42);
 }
 
+static void test_batch_wide(void)
+{
+	/* images of <= 256 output pixels, batch > 1 or half weights: the im2col matrix of the whole
+	 * batch, one product, then scattered into NCHW (columns = images x pixels) */
+	one_conv(2, 16, 8, 8, 12, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 50);  /* 128 columns: f16 widened in the product */
+	one_conv(1, 16, 8, 8, 12, 3, 3, P(1, 1, 1, 1), 1, SD_BF16, 57); /* one image, half weights */
+	one_conv(4, 8, 8, 8, 10, 3, 3, P(1, 1, 1, 2), 1, SD_F16, 51);   /* 256 columns: row tiles widened, groups */
+	one_conv(2, 12, 16, 16, 20, 3, 3, P(1, 1, 1, 1), 0, SD_BF16, 52); /* 512 columns, bf16, no bias */
+	one_conv(3, 5, 9, 9, 7, 3, 3, P(2, 1, 1, 1), 1, SD_F32, 53);    /* stride 2, 25 px per image */
+	one_conv(3, 6, 5, 7, 6, 3, 3, P(1, 0, 1, 3), 1, SD_F32, 54);    /* 3x5 output, groups */
+	/* kdim 9216 x 1792 columns > the 12 Mi-float budget: 2 bands of 896 columns, the band edge in
+	 * the middle of an image; f16 then widened once up front */
+	one_conv(7, 1024, 16, 16, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 55);
+	one_conv(7, 1024, 16, 16, 5, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 56);
+}
+
 static void test_errors(void)
 {
 	float x[16] = {0}, w[16] = {0}, y[16];
@@ -154,6 +171,7 @@ int main(void)
 	RUN("conv2d: groups and depthwise", test_groups());
 	RUN("conv2d: f16/bf16 weights", test_half());
 	RUN("conv2d: im2col bands and weight tiles", test_bands());
+	RUN("conv2d: small images, batch-wide im2col", test_batch_wide());
 	RUN("conv2d: rejected arguments", test_errors());
 	sd_workspace_release();
 	CHECK_DONE();
