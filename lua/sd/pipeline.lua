@@ -217,7 +217,8 @@ function Pipeline:predict(latents, t, scheduler, cond, context, guidance)
   local diff = text - uncond
   diff:mul_(guidance)
   local noise = uncond + diff
-  diff:release(); out:release()
+  -- the halves are views of out: out's storage is freed only when they let go of it too
+  diff:release(); uncond:release(); text:release(); out:release()
   return noise
 end
 
