@@ -239,7 +239,8 @@ test.case("cli: Ctrl-C interrupts running code", function()
 end)
 
 -- The terminal prompt (libedit) through a pseudo-terminal made by util-linux `script`: keys are
--- written with pauses, Ctrl-C is the byte 3 that the terminal turns into SIGINT.
+-- written with pauses, Ctrl-C is the byte 3 that the terminal turns into SIGINT. `exec`, because
+-- script runs the command through $SHELL, and a dash left waiting would die of that SIGINT.
 if not os.execute("command -v script >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1") then
   test.skip("cli: the terminal prompt", "needs the script and timeout commands")
 else
@@ -260,7 +261,7 @@ else
       feed[#feed + 1] = string.format("sleep %.1f; printf %s", k[1], q(k[2]))
     end
     local rc, out, err = sh("( " .. table.concat(feed, "; ") .. "; sleep 1 ) | " ..
-      "SDLUA_HISTORY=" .. q(hist) .. " timeout 30 script -qfec " .. q(q(SDLUA)) .. " /dev/null")
+      "SDLUA_HISTORY=" .. q(hist) .. " timeout 30 script -qfec " .. q("exec " .. q(SDLUA)) .. " /dev/null")
     test.eq(rc, 0, "exit code (stdout " .. out .. ", stderr " .. err .. ")")
     has(out, "1+1\r\n2\r\n", "an expression's value")
     has(out, "1024.0\r\n", "the two-line chunk ran")
