@@ -52,6 +52,13 @@ void sd_workspace_release(void)
 	}
 }
 
+void sd_workspace_release_all(void)
+{
+	sd_workspace_release();
+#pragma omp parallel
+	sd_workspace_release();
+}
+
 /* ---- argument checks ---- */
 
 static int fits_blasint(int64_t v) { return v >= 0 && v <= INT_MAX; }

@@ -48,7 +48,8 @@ int sd_linear(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx,
  * to sd_gemm_ex; callers of sd_gemm_ex use slots 2 and up. */
 #define SD_WS_SLOTS 6
 float *sd_workspace(int slot, size_t nfloats);
-/* Frees the calling thread's workspaces. */
+/* Frees the calling thread's workspaces; _all: those of every thread of the OpenMP team too. */
 void sd_workspace_release(void);
+void sd_workspace_release_all(void);
 
 #endif

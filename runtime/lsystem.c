@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "cpu.h"
+#include "gemm.h"
 #include "lsd.h"
 #include "storage.h"
 
@@ -158,6 +159,7 @@ static int l_memory_trim(lua_State *L)
 {
 	(void)L;
 	sd_memory_trim();
+	sd_workspace_release_all();
 	return 0;
 }
 

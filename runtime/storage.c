@@ -19,19 +19,29 @@ struct sd_mapping {
  * step then reuses them (no page faults, no zeroing by the kernel). It holds at most POOL_SLOTS
  * blocks and POOL_MAX_BYTES bytes, each at most POOL_MAX_BLOCK.
  *
- * A request of 1 MiB or more that finds no block of its size first gives back pooled blocks,
- * least recently pooled first, for at least the bytes it asks: blocks sized for an earlier phase (the U-Net's,
- * when the VAE starts decoding) then make room for the new sizes instead of adding to them, so
- * heap bytes held (live + pooled) grow only when live bytes do: the pool does not raise the peak.
+ * A request takes the smallest pooled block of its size up to twice that, so a step whose
+ * sizes vary still finds room among the blocks of the last one.
+ *
+ * The pool keeps the peak planned: heap bytes held (live + pooled) stay within the highest live
+ * bytes seen since the last sd_memory_trim, plus a slack of half that (at most POOL_SLACK_MAX).
+ * A request that finds no block gives back pooled blocks, least recently pooled first, only for
+ * what would go past that bound, so blocks sized for an earlier phase make room for the new
+ * sizes instead of adding to them. The slack lets one U-Net step keep the blocks of all its
+ * sizes: without it (giving back a request's size at every miss, as an earlier version did),
+ * the 512x512 U-Net faulted in ~0.5 GB afresh per step, its 84 MB feed-forward outputs at
+ * every call, ~1/4 of those calls' time.
  *
  * (Transparent huge pages for large blocks were tried: on this VM a first touch of a fresh
  * 128 MiB block took 4x longer with MADV_HUGEPAGE, so blocks are plain 64-byte aligned.) */
 #define POOL_SLOTS 256
 #define POOL_MAX_BYTES ((size_t)1 << 30)
 #define POOL_MAX_BLOCK ((size_t)512 << 20)
-#define EVICT_MIN ((size_t)1 << 20)
+#define POOL_SLACK_MAX ((size_t)128 << 20)
+#define OWN_MAPPING_MIN ((size_t)1 << 20)
 static struct { void *p; size_t n; unsigned long long age; } pool[POOL_SLOTS];
-static size_t pool_bytes, live_bytes, peak_bytes;
+/* live_bytes: the tensors' own sizes (what sd.memory reports); live_blocks: the heap blocks
+ * holding them, which may be larger (what the pool's bound counts) */
+static size_t pool_bytes, live_bytes, peak_bytes, live_blocks, held_limit;
 static unsigned long long pool_clock;
 
 static size_t block_size(size_t nbytes)
@@ -57,16 +67,25 @@ static void pool_evict(size_t want)
 	}
 }
 
-static void *block_get(size_t n)
+/* A block of at least n bytes: the smallest pooled one up to twice that, else a new one. */
+static void *block_get(size_t n, size_t *capacity)
 {
+	int best = -1;
 	for (int i = 0; i < POOL_SLOTS; i++)
-		if (pool[i].p && pool[i].n == n) {
-			void *p = pool[i].p;
-			pool[i].p = NULL;
-			pool_bytes -= n;
-			return p;
-		}
-	if (n >= EVICT_MIN) pool_evict(n);
+		if (pool[i].p && pool[i].n >= n && pool[i].n / 2 <= n &&
+		    (best < 0 || pool[i].n < pool[best].n))
+			best = i;
+	if (best >= 0) {
+		void *p = pool[best].p;
+		*capacity = pool[best].n;
+		pool[best].p = NULL;
+		pool_bytes -= *capacity;
+		return p;
+	}
+	*capacity = n;
+	size_t limit = live_blocks + n > held_limit ? live_blocks + n : held_limit;
+	limit += limit / 2 < POOL_SLACK_MAX ? limit / 2 : POOL_SLACK_MAX;
+	if (live_blocks + pool_bytes + n > limit) pool_evict(live_blocks + pool_bytes + n - limit);
 	void *p = NULL;
 	if (posix_memalign(&p, 64, n) != 0) {
 		sd_memory_trim();
@@ -108,7 +127,7 @@ static void tune_malloc(void)
 	static int done;
 	if (done) return;
 	done = 1;
-	mallopt(M_MMAP_THRESHOLD, (int)EVICT_MIN);
+	mallopt(M_MMAP_THRESHOLD, (int)OWN_MAPPING_MIN);
 }
 
 static sd_storage *heap_storage(size_t nbytes, int zero)
@@ -117,7 +136,8 @@ static sd_storage *heap_storage(size_t nbytes, int zero)
 	size_t n = block_size(nbytes);
 	if (n < nbytes) { sd_seterr("allocation of %zu bytes overflows", nbytes); return NULL; }
 	sd_storage *s = malloc(sizeof *s);
-	void *p = s ? block_get(n) : NULL;
+	size_t capacity = 0;
+	void *p = s ? block_get(n, &capacity) : NULL;
 	if (!p) {
 		free(s);
 		sd_seterr("out of memory allocating %zu bytes", nbytes);
@@ -127,9 +147,12 @@ static sd_storage *heap_storage(size_t nbytes, int zero)
 	s->data = p;
 	s->nbytes = nbytes;
 	s->refcount = 1;
+	s->capacity = capacity;
 	s->map = NULL;
 	live_bytes += n;
 	if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+	live_blocks += capacity;
+	if (live_blocks > held_limit) held_limit = live_blocks;
 	return s;
 }
 
@@ -144,9 +167,9 @@ void sd_storage_release(sd_storage *s)
 	if (s->map) {
 		sd_mapping_release(s->map);
 	} else {
-		size_t n = block_size(s->nbytes);
-		live_bytes -= n;
-		block_put(s->data, n);
+		live_bytes -= block_size(s->nbytes);
+		live_blocks -= s->capacity;
+		block_put(s->data, s->capacity);
 	}
 	free(s);
 }
@@ -200,6 +223,7 @@ sd_storage *sd_storage_from_mapping(sd_mapping *m, size_t offset, size_t nbytes)
 	if (!s) { sd_seterr("out of memory"); return NULL; }
 	s->data = (char *)m->base + offset;
 	s->nbytes = nbytes;
+	s->capacity = 0;
 	s->refcount = 1;
 	s->map = m;
 	sd_mapping_retain(m);
@@ -221,5 +245,6 @@ void sd_memory_trim(void)
 			pool[i].p = NULL;
 		}
 	pool_bytes = 0;
+	held_limit = live_blocks;
 	malloc_trim(0); /* and the allocator's own free memory, where it can */
 }

@@ -13,6 +13,7 @@ typedef struct sd_mapping sd_mapping;
 typedef struct sd_storage {
 	void *data;
 	size_t nbytes;
+	size_t capacity; /* bytes of the heap block (a pooled block may be larger than nbytes) */
 	long refcount;
 	sd_mapping *map; /* the file this storage lies in, or NULL for heap memory */
 } sd_storage;

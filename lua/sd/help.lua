@@ -24,7 +24,7 @@ local C_DOCS = {
   ["sd.threads"] = "sd.threads([n]) -> count\nSets the number of threads of the kernels and OpenBLAS together (1..1024); returns the count in force.",
   ["sd.memory"] = "sd.memory() -> {current=, peak=, pooled=, rss=, peak_rss=}\nBytes: tensor heap now, at its peak, kept for reuse; the process's resident memory now and at its peak.",
   ["sd.memory_reset_peak"] = "sd.memory_reset_peak()\nResets `peak` (and `peak_rss` where Linux allows).",
-  ["sd.memory_trim"] = "sd.memory_trim()\nReturns the pooled tensor blocks to the system.",
+  ["sd.memory_trim"] = "sd.memory_trim()\nReturns the pooled tensor blocks and the kernels' scratch buffers to the system.",
   ["sd.cpu"] = "sd.cpu() -> string\nThe instruction sets in use and the OpenBLAS core, e.g. \"avx2 fma f16c; OpenBLAS Haswell (OpenMP)\".",
   ["sd.clock"] = "sd.clock() -> seconds\nMonotonic time as a float.",
   ["sd.gunzip"] = "sd.gunzip(data [, max]) -> string\nDecompresses gzip data (several members are joined).",

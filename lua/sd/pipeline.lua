@@ -319,6 +319,9 @@ function Pipeline:generate_body(p, args, info, start)
   latents = self:denoise(p, scheduler, timesteps, latents, cond, context, generator, info)
   info.sampling_seconds = clock() - t0
   t0 = clock()
+  -- the U-Net's pooled blocks and kernel workspaces are of no use to the VAE decoder: give them
+  -- back before it allocates its own (the peak RSS of a generation is the decoder's)
+  core.memory_trim()
   local image = self:decode(latents)
   info.decode_seconds = clock() - t0
   info.latents = latents

@@ -37,6 +37,34 @@ test.case("memory: sd.memory() reports current, peak and pooled bytes", function
   end)
 end)
 
+-- The pool (runtime/storage.c): a freed block serves a later request of its size or up to half
+-- of it; pooled bytes stay within the live high-water mark plus a bounded slack.
+test.case("memory: the pool reuses blocks and stays within the live high-water mark", function()
+  local MiB = 1024 * 1024
+  no_gc(function()
+    sd.memory_trim()
+    local a = T.zeros{8 * MiB // 4}            -- 8 MiB
+    a:release()
+    test.eq(sd.memory().pooled, 8 * MiB, "a released block is pooled")
+    local b = T.zeros{5 * MiB // 4}            -- 5 MiB fits in the 8 MiB block
+    test.eq(sd.memory().pooled, 0, "a smaller request takes the pooled block")
+    test.eq(sd.memory().current, 5 * MiB, "current counts the tensor's own bytes")
+    b:release()
+    local c = T.zeros{3 * MiB // 4}            -- under half the block: a new one
+    test.eq(sd.memory().pooled, 8 * MiB, "a block more than twice the request is left pooled")
+    c:release()
+    -- many sizes, one at a time: the pool never holds more than the high-water mark
+    -- (8 MiB) plus half of it
+    for i = 1, 40 do
+      local t = T.zeros{(i * 97 % 64 + 1) * MiB // 64}  -- 1/16 to 4 MiB
+      t:release()
+      test.truthy(sd.memory().pooled <= 12 * MiB, "pooled bytes bounded at step " .. i)
+    end
+    sd.memory_trim()
+    test.eq(sd.memory().pooled, 0, "memory_trim empties the pool")
+  end)
+end)
+
 test.case("memory: T.attention's result owns its buffer (released with it, no GC needed)", function()
   local g = sd.rng.torch(1)
   local q = T.randn({2, 3, 50, 8}, g)
