@@ -406,6 +406,12 @@ int main(int argc, char **argv)
 	bench_conv(2, 2560, 8, 1280, 3, 1, SD_F16);
 	bench_conv(2, 1280, 16, 1280, 3, 1, SD_F16);
 	bench_conv(2, 2560, 16, 1280, 3, 1, SD_F16);
+	bench_conv(2, 640, 32, 640, 3, 1, SD_F16);
+	bench_conv(2, 1280, 32, 1280, 3, 1, SD_F16);
+	bench_conv(2, 960, 64, 320, 3, 1, SD_F16);
+	bench_conv(2, 640, 64, 640, 3, 1, SD_F16);
+	bench_conv(1, 512, 64, 512, 3, 1, SD_F32);
+	bench_conv(1, 512, 128, 512, 3, 1, SD_F32);
 	bench_conv(1, 320, 64, 320, 1, 1, SD_F32);
 	bench_conv(1, 640, 32, 640, 1, 1, SD_F32);
 	bench_conv(1, 1280, 16, 1280, 1, 1, SD_F32);

@@ -123,9 +123,7 @@ static void test_bands(void)
 	 * to shared bands of 4 MB (>= 128 pixels); with one thread everything is shared. */
 	one_conv(1, 32, 64, 64, 8, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 40);   /* 1 thread: bands of 3640 px */
 	one_conv(1, 3, 25, 21, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 45);    /* 2 threads: 263 px, mid-row */
-	one_conv(1, 1024, 15, 15, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 46); /* shared: 128 px, mid-row */
-	/* kdim = 4608 */
-	one_conv(1, 512, 20, 20, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 41);
+	one_conv(1, 256, 15, 15, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 46);  /* shared: 128 px, mid-row */
 	/* the per-thread band path with a batch and groups */
 	one_conv(2, 6, 24, 24, 6, 3, 3, P(1, 1, 1, 3), 1, SD_F32, 43);
 	one_conv(2, 4, 40, 30, 4, 3, 3, P(1, 1, 2, 2), 0, SD_BF16, 44);
@@ -149,6 +147,18 @@ static void test_batch_wide(void)
 	one_conv(7, 1024, 16, 16, 5, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 56);
 }
 
+static void test_kslices(void)
+{
+	/* kdim >= 4608 over larger images: the batch-wide product in slices of kdim (at most 4 Mi
+	 * floats of im2col each), accumulated, then scattered into NCHW with the bias */
+	one_conv(1, 512, 20, 20, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 41);   /* one slice */
+	one_conv(1, 1024, 15, 15, 4, 3, 3, P(1, 1, 1, 1), 1, SD_F32, 47);  /* one slice, kdim 9216 */
+	one_conv(2, 512, 24, 24, 6, 3, 3, P(1, 1, 1, 1), 1, SD_F16, 48);   /* 2 slices of 2304 rows */
+	one_conv(1, 601, 32, 32, 5, 3, 3, P(1, 1, 1, 1), 0, SD_BF16, 49);  /* a slice edge inside a channel */
+	one_conv(2, 1024, 20, 20, 6, 3, 3, P(1, 1, 1, 2), 1, SD_F32, 58);  /* groups, 2 slices each */
+	one_conv(1, 520, 33, 31, 3, 3, 3, P(2, 1, 1, 1), 1, SD_F16, 59);   /* stride 2, odd sizes */
+}
+
 static void test_errors(void)
 {
 	float x[16] = {0}, w[16] = {0}, y[16];
@@ -168,6 +178,7 @@ int main(void)
 {
 	RUN("conv2d: basic shapes, 1x1 direct, size-1 dims", test_basic());
 	RUN("conv2d: stride, padding, dilation, asymmetric", test_stride_pad_dil());
+	RUN("conv2d: deep convolutions in slices of kdim", test_kslices());
 	RUN("conv2d: groups and depthwise", test_groups());
 	RUN("conv2d: f16/bf16 weights", test_half());
 	RUN("conv2d: im2col bands and weight tiles", test_bands());
