@@ -56,6 +56,15 @@ int64_t sd_conv2d_outsize(int64_t in, int64_t k, int64_t stride, int64_t pad, in
 	return span / stride + 1;
 }
 
+/* The size of equal chunks of `total`, each at most `most` (raised to `least`, cut to total). */
+static int64_t even_chunks(int64_t total, int64_t most, int64_t least)
+{
+	if (most < least) most = least;
+	if (most > total) most = total;
+	int64_t count = (total + most - 1) / most;
+	return (total + count - 1) / count;
+}
+
 /* Short runs are copied inline: a call to memcpy/memset costs more than 8 or 16 floats. */
 static inline void copy_run(float *dst, const float *src, int64_t n)
 {
@@ -253,11 +262,7 @@ static int conv_kslices(const float *x, int64_t n, int64_t c, int64_t h, int64_t
                         float *y, int nth)
 {
 	int64_t g = p->groups, cg = c / g, og = o / g, kdim = cg * kh * kw, tot = n * ohw;
-	int64_t kc = KSLICE_COL_FLOATS / tot;
-	if (kc < KSLICE_MIN_ROWS) kc = KSLICE_MIN_ROWS;
-	if (kc > kdim) kc = kdim;
-	int64_t ns = (kdim + kc - 1) / kc;
-	kc = (kdim + ns - 1) / ns; /* even slices */
+	int64_t kc = even_chunks(kdim, KSLICE_COL_FLOATS / tot, KSLICE_MIN_ROWS);
 	float *col = sd_workspace(2, (size_t)(kc * tot));
 	float *t = col ? sd_workspace(3, (size_t)(og * tot)) : NULL;
 	float *wf = t && wdt != SD_F32 ? sd_workspace(4, (size_t)(og * kc)) : NULL;
@@ -333,11 +338,8 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		 * then + bias. A single image with f32 weights gains no columns: it keeps the paths
 		 * below (on a loaded machine the per-thread bands ran ~10 % faster at 16x16). */
 		int64_t tot = n * ohw;
-		int64_t np = BATCH_COL_FLOATS / kdim;
-		if (np < MIN_COLS) np = MIN_COLS;
-		if (np > tot) np = tot;
+		int64_t np = even_chunks(tot, BATCH_COL_FLOATS / kdim, MIN_COLS);
 		int64_t nb = (tot + np - 1) / np;
-		np = (tot + nb - 1) / nb; /* even bands */
 		float *col = sd_workspace(2, (size_t)(kdim * np));
 		float *t = col ? sd_workspace(3, (size_t)(og * np)) : NULL;
 		if (!col || !t) return -1;
