@@ -214,11 +214,10 @@ function Pipeline:predict(latents, t, scheduler, cond, context, guidance)
   both:release()
   local halves = out:chunk(2, 1)
   local uncond, text = halves[1], halves[2]
-  local diff = text - uncond
-  diff:mul_(guidance)
-  local noise = uncond + diff
+  -- uncond + (text - uncond) * guidance, in place on the difference (the same sum)
+  local noise = (text - uncond):mul_(guidance):add_(uncond)
   -- the halves are views of out: out's storage is freed only when they let go of it too
-  diff:release(); uncond:release(); text:release(); out:release()
+  uncond:release(); text:release(); out:release()
   return noise
 end
 
@@ -255,17 +254,26 @@ function Pipeline:denoise(p, scheduler, timesteps, latents, cond, context, gener
     end
     return out
   end
+  -- The loop owns the latents it made (start's, and each step's result) until it hands them to
+  -- on_step: a callback may keep them, so from then on they are the caller's and are left to
+  -- the collector. Without on_step nothing is.
+  local own = true
   for i, t in ipairs(timesteps) do
     local t0 = clock()
     local noise = self:predict(latents, t, scheduler, cond, context, p.guidance)
-    local nxt = scheduler:step(noise, t, latents, generator)
+    -- x0 (the predicted clean latents, unused here) is ours unless it is the result or the noise
+    local nxt, x0 = scheduler:step(noise, t, latents, generator)
+    if x0 and not rawequal(x0, nxt) and not rawequal(x0, noise) then x0:release() end
     noise:release()
-    if nxt ~= latents then latents:release() end
+    if own and not rawequal(nxt, latents) then latents:release() end
     latents = nxt
     info.step_seconds[i] = clock() - t0
-    if p.on_step and p.on_step(i, t, latents) == false then
-      info.stopped_at = i
-      break
+    if p.on_step then
+      own = false
+      if p.on_step(i, t, latents) == false then
+        info.stopped_at = i
+        break
+      end
     end
   end
   return latents
@@ -343,7 +351,9 @@ function Pipeline:txt2img(args)
   return self:generate(p, args, new_info(self, p, "txt2img"), function(scheduler, generator)
     -- as diffusers: the given or drawn noise, times the scheduler's initial sigma
     local noise = p.latents and p.latents:to("f32") or generator:randn(shape)
-    return noise * scheduler.init_noise_sigma, scheduler.timesteps
+    local latents = noise * scheduler.init_noise_sigma
+    if not rawequal(noise, p.latents) then noise:release() end
+    return latents, scheduler.timesteps
   end)
 end
 

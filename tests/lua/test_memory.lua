@@ -79,7 +79,8 @@ end)
 
 if not test.reference("tiny-sd1/model_index.json") then
   test.skip("memory: U-Net forward returns the heap to its baseline", "no reference tiny-sd1 model")
-  test.skip("memory: txt2img heap peak is the same at every step", "no reference tiny-sd1 model")
+  test.skip("memory: txt2img leaves nothing to the GC, heap peak the same at every step", "no reference tiny-sd1 model")
+  test.skip("memory: latents kept by on_step stay valid", "no reference tiny-sd1 model")
   return
 end
 
@@ -104,44 +105,71 @@ test.case("memory: U-Net, VAE and text encoder forwards return the heap to its b
   end)
 end)
 
--- What the sampling loop itself allocates at its high-water mark (the U-Net forward) is the same
--- at every step: the step's peak above the heap at the step's start. (The schedulers' and the
--- guidance's few latent-sized temporaries are left to the collector, so with the collector
--- stopped the baseline creeps up by those bytes; the step's own peak above it does not move.)
-test.case("memory: txt2img heap peak is the same at every step", function()
+-- The tensor heap at each U-Net call of a txt2img run, with the collector stopped: lows[k] is
+-- the heap's size when the k-th call starts, peaks[k] the highest it reached from there until
+-- the next call starts. No on_step: latents handed to it are the caller's (see the next case).
+local function loop_memory(scheduler, options, steps)
   local p = tiny_pipe()
-  local peaks, lows = {}, {}
+  local lows, peaks = {}, {}
   no_gc(function()
-    local first = true
     local forward = p.unet.forward
     p.unet.forward = function(...)
-      if first then
-        first = false
-        lows[0] = sd.memory().current
-        sd.memory_reset_peak()
-      end
+      local m = sd.memory()
+      if #lows > 0 then peaks[#lows] = m.peak end
+      lows[#lows + 1] = m.current
+      sd.memory_reset_peak()
       return forward(...)
     end
     local ok, err = pcall(function()
-      local img = p:txt2img{prompt = "a red fox", steps = 5, guidance = 7.5, seed = 2, scheduler = "euler",
-        on_step = function(i)
-          local m = sd.memory()
-          peaks[i], lows[i] = m.peak, m.current
-          sd.memory_reset_peak()
-        end}
+      local img = p:txt2img{prompt = "a red fox", steps = steps, guidance = 7.5, seed = 2, scheduler = scheduler,
+        scheduler_options = options}
       img:release()
     end)
     p.unet.forward = nil -- back to the class's method
     if not ok then error(err, 0) end
   end)
-  test.eq(#peaks, 5, "on_step ran 5 times")
-  local above = {}
-  for i = 1, #peaks do above[i] = peaks[i] - lows[i - 1] end
-  io.write(string.format("  heap peak above the step's start: %s bytes; left to the GC per step: %s\n",
-    table.concat(above, ", "), lows[2] - lows[1]))
-  -- (step 1 is measured from inside the U-Net call, after the step's input was made)
-  test.truthy(above[1] <= above[2], "step 1 measured from a later start")
-  for i = 3, #peaks do
-    test.eq(above[i], above[2], string.format("step %d's peak above its start equals step 2's", i))
+  return lows, peaks
+end
+
+-- With the collector stopped, a temporary left to it is never freed: the heap at a model call's
+-- start would grow by its size at every step. A scheduler's kept state (its history, a stored
+-- sample) grows too, but only until it is full, by the 6th model call for all of them: PLMS
+-- (pndm) keeps 4 past outputs, complete after its 5th call (its 2nd adds none); LMS keeps 4
+-- derivatives, complete after the 4th; the 2nd-order multistep solvers 2. A 2nd-order
+-- scheduler (heun, dpm2: order 2) alternates predictor and corrector calls, so its state
+-- repeats every 2 calls. Hence, exactly: from the 7th call on, the heap at a call's start
+-- equals that of `order` calls before (what is left to the GC per step: 0), and so does the
+-- peak above it (the U-Net's, the same at every step). 8 steps give at least 9 calls.
+local FULL, STEPS = 6, 8
+for _, case in ipairs{{"euler"}, {"euler_a"}, {"dpmpp_2m", {use_karras_sigmas = true}}, {"ddim"}, {"pndm"},
+    {"lms"}, {"heun"}, {"unipc"}, {"dpmpp_2m_sde"}, {"lcm"}, {"ddpm"}, {"dpm2"}} do
+  local name, options = case[1], case[2]
+  local label = name .. (options and " karras" or "")
+  test.case("memory: txt2img " .. label .. " leaves nothing to the GC, heap peak the same at every step", function()
+    local period = sd.scheduler(name, options).order
+    local lows, peaks = loop_memory(name, options, STEPS)
+    test.truthy(#lows > FULL + period, #lows .. " model calls")
+    local above = {}
+    for k = 1, #peaks do above[k] = peaks[k] - lows[k] end
+    io.write(string.format("  %s: heap peak above the call's start: %s bytes; left to the GC per step: %d\n",
+      label, table.concat(above, ", "), lows[#lows] - lows[#lows - period]))
+    for k = FULL + 1, #lows do
+      test.eq(lows[k] - lows[k - period], 0, string.format("heap at call %d's start minus call %d's", k, k - period))
+    end
+    for k = FULL + 1, #peaks do
+      test.eq(above[k], above[k - period], string.format("call %d's peak above its start equals call %d's", k, k - period))
+    end
+  end)
+end
+
+-- The latents handed to on_step are the caller's from then on: the loop does not release them.
+test.case("memory: latents kept by on_step stay valid", function()
+  local kept = {}
+  local img = tiny_pipe():txt2img{prompt = "a red fox", steps = 3, seed = 2, scheduler = "euler",
+    on_step = function(i, _, latents) kept[i] = latents end}
+  img:release()
+  for i = 1, 3 do
+    local v = kept[i]:abs():max():item()
+    test.truthy(v == v and v > 0, "step " .. i .. "'s latents readable after the run")
   end
 end)

@@ -587,7 +587,7 @@ end
 
 -- alphas_cumprod-based forward process: sqrt(ac[t]) * x0 + sqrt(1 - ac[t]) * noise (DDPM, DDIM,
 -- PNDM, LCM). t are train timesteps (integers).
-function C.add_noise_ac(s, T, original, noise, timesteps)
+function C.add_noise_ac(s, original, noise, timesteps)
   local ts = C.timestep_list(timesteps, original.shape[1])
   local a, b = {}, {}
   for i, t in ipairs(ts) do
@@ -600,7 +600,23 @@ function C.add_noise_ac(s, T, original, noise, timesteps)
     a[i] = fround(sqrt(ac))
     b[i] = fround(sqrt(fround(1 - ac)))
   end
-  return original * C.per_batch(T, a, original) + noise * C.per_batch(T, b, original)
+  return C.mix_per_batch(original, a, noise, b)
+end
+
+-- original * a + noise * b, with a and b lists of one value per batch item (a nil:
+-- original + noise * b), on one new tensor.
+function C.mix_per_batch(original, a, noise, b)
+  local T = C.T()
+  local pb = C.per_batch(T, b, original)
+  local out = noise * pb
+  pb:release()
+  if not a then return out:add_(original) end
+  local pa = C.per_batch(T, a, original)
+  local scaled = original * pa
+  pa:release()
+  scaled:add_(out)
+  out:release()
+  return scaled
 end
 
 -- The step indices add_noise uses with a sigma schedule (diffusers semantics): each t's
@@ -660,11 +676,63 @@ function C.keep(x)
   return x:clone()
 end
 
--- Copy of a scheduler object: tables are copied (lists of tensors too), tensors are shared
--- (scheduler code never modifies a tensor in place).
+-- Memory: step() never releases its arguments (the caller's) nor what it returns or keeps, and
+-- releases every other tensor it made as soon as it is dead; a kept tensor (a multistep
+-- history entry, a stored sample) is released when the scheduler drops it. So a sampling loop
+-- leaves nothing to the garbage collector (tests/lua/test_memory.lua).
+
+-- Releases the temporary x unless it is one of the tensors given after it (a prediction can
+-- be the model output itself, e.g. prediction_type "sample").
+function C.release_unless(x, ...)
+  for i = 1, select("#", ...) do
+    if rawequal(x, select(i, ...)) then return end
+  end
+  x:release()
+end
+
+-- Releases each tensor given that is not nil (sd.nn.free).
+function C.free(...)
+  return require("sd.nn").free(...)
+end
+
+-- Releases every tensor of a list (a history being dropped); nil is an empty list.
+function C.release_all(list)
+  for _, x in ipairs(list or {}) do x:release() end
+end
+
+-- t1 * c1 + t2 * c2 + ... (left to right) on one new tensor, with exactly the float operations
+-- of the expression written out: a - t * c is computed as a + t * (-c), which rounds the same.
+function C.lincomb(t1, c1, ...)
+  local out = t1 * c1
+  for i = 1, select("#", ...), 2 do
+    local t, c = select(i, ...)
+    local term = t * c
+    out:add_(term)
+    term:release()
+  end
+  return out
+end
+
+-- x - y * c on one new tensor (the same float operations).
+function C.sub_scaled(x, y, c)
+  local yc = y * c
+  local out = x - yc
+  yc:release()
+  return out
+end
+
+-- (x - y * c) / d on one new tensor.
+function C.sub_scaled_div(x, y, c, d)
+  return C.sub_scaled(x, y, c):div_(d)
+end
+
+-- Copy of a scheduler object: tables are copied (lists of tensors too), and so are tensors: a
+-- scheduler releases what it drops from its history, so a copy must own its own.
 function C.clone(obj)
+  local T = C.T()
   local seen = {}
   local function copy(v)
+    if T.is_tensor(v) then return v:clone() end
     if type(v) ~= "table" then return v end
     local mt = getmetatable(v)
     if mt and mt.__name then return v end -- a userdata-like object with a named metatable
@@ -715,7 +783,7 @@ end
 
 -- Method: add_noise(original, noise, timesteps) by alphas_cumprod (see add_noise_ac).
 function C.add_noise_alpha(s, original, noise, timesteps)
-  return C.add_noise_ac(s, C.T(), original, noise, timesteps)
+  return C.add_noise_ac(s, original, noise, timesteps)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -835,10 +903,13 @@ end
 -- x0 from a sigma-parameterised model output (Euler, LMS, Heun, DPM2, Euler a).
 function C.k_pred_x0(prediction_type, model_output, sample, sigma)
   if prediction_type == "epsilon" then
-    return sample - model_output * sigma
+    return C.sub_scaled(sample, model_output, sigma)
   elseif prediction_type == "v_prediction" then
     local s2 = fround(fround(sigma * sigma) + 1)
-    return model_output * fround(-sigma / fround(sqrt(s2))) + sample / s2
+    local scaled = sample / s2
+    local x0 = (model_output * fround(-sigma / fround(sqrt(s2)))):add_(scaled)
+    scaled:release()
+    return x0
   else
     return model_output
   end
@@ -847,11 +918,11 @@ end
 -- x0 from a model output under x_t = alpha x0 + sigma eps (alpha, sigma float32 scalars).
 function C.x0_from_output(prediction_type, model_output, x, alpha, sigma)
   if prediction_type == "epsilon" then
-    return (x - model_output * sigma) / alpha
+    return C.sub_scaled_div(x, model_output, sigma, alpha)
   elseif prediction_type == "sample" then
     return model_output
   else -- v_prediction
-    return x * alpha - model_output * sigma
+    return C.lincomb(x, alpha, model_output, -sigma)
   end
 end
 
@@ -860,9 +931,9 @@ function C.eps_from_output(prediction_type, model_output, x, alpha, sigma)
   if prediction_type == "epsilon" then
     return model_output
   elseif prediction_type == "sample" then
-    return (x - model_output * alpha) / sigma
+    return C.sub_scaled_div(x, model_output, alpha, sigma)
   else -- v_prediction
-    return model_output * alpha + x * sigma
+    return C.lincomb(model_output, alpha, x, sigma)
   end
 end
 
@@ -875,14 +946,17 @@ function C.alpha_pred(prediction_type, model_output, x, a)
     C.eps_from_output(prediction_type, model_output, x, sa, sb)
 end
 
--- clip_sample / thresholding of a predicted x0 (DDIM, DDPM, LCM, DPM-Solver, UniPC).
-function C.clip_x0(cfg, x0)
+-- clip_sample / thresholding of a predicted x0 (DDIM, DDPM, LCM, DPM-Solver, UniPC). A clipped
+-- copy replaces x0, which is released unless it is the model output `mo` (the caller's).
+function C.clip_x0(cfg, x0, mo)
+  local out = x0
   if cfg.thresholding then
-    return C.threshold(C.T(), x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+    out = C.threshold(C.T(), x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
   elseif cfg.clip_sample then
-    return x0:clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+    out = x0:clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
   end
-  return x0
+  if not rawequal(out, x0) then C.release_unless(x0, mo) end
+  return out
 end
 
 ---------------------------------------------------------------------------------------------

@@ -37,20 +37,22 @@ function DDIM:step(model_output, t, x, generator)
   local a, a_prev = self:alpha_at(t), self:alpha_at(prev_t)
   local b = fround(1 - a)
   local x0, eps = C.alpha_pred(cfg.prediction_type, model_output, x, a)
-  if cfg.thresholding or cfg.clip_sample then
-    x0 = C.clip_x0(cfg, x0)
-  end
+  x0 = C.clip_x0(cfg, x0, model_output)
   local b_prev = fround(1 - a_prev)
   local variance = fround(fround(b_prev / b) * fround(1 - fround(a / a_prev)))
   local std = fround(cfg.eta * fround(sqrt(variance)))
   if cfg.use_clipped_model_output then
-    eps = (x - x0 * fround(sqrt(a))) / fround(sqrt(b))
+    local clipped_eps = C.sub_scaled_div(x, x0, fround(sqrt(a)), fround(sqrt(b)))
+    C.release_unless(eps, model_output)
+    eps = clipped_eps
   end
-  local dir = eps * fround(sqrt(fround(fround(1 - a_prev) - fround(std * std))))
-  local prev = x0 * fround(sqrt(a_prev)) + dir
+  local prev = C.lincomb(x0, fround(sqrt(a_prev)), eps, fround(sqrt(fround(fround(1 - a_prev) - fround(std * std)))))
+  C.release_unless(eps, model_output)
   if cfg.eta > 0 then
     if not generator then error("ddim scheduler: eta > 0 needs a generator", 2) end
-    prev = prev + generator:randn(model_output.shape) * std
+    local noise = generator:randn(model_output.shape)
+    prev:add_(noise:mul_(std))
+    noise:release()
   end
   self.step_index = (self.step_index or 0) + 1
   return prev, x0

@@ -53,14 +53,16 @@ function DDPM:step(model_output, t, x, generator)
   local b, b_prev = fround(1 - a), fround(1 - a_prev)
   local cur_alpha = fround(a / a_prev)
   local cur_beta = fround(1 - cur_alpha)
-  local x0 = C.alpha_pred(cfg.prediction_type, model_output, x, a)
-  x0 = C.clip_x0(cfg, x0)
+  local x0, eps = C.alpha_pred(cfg.prediction_type, model_output, x, a)
+  C.release_unless(eps, model_output)
+  x0 = C.clip_x0(cfg, x0, model_output)
   local c0 = fround(fround(fround(sqrt(a_prev)) * cur_beta) / b)
   local cx = fround(fround(fround(sqrt(cur_alpha)) * b_prev) / b)
-  local prev = x0 * c0 + x * cx
+  local prev = C.lincomb(x0, c0, x, cx)
   if t > 0 then
     local noise = C.step_noise(self, generator, model_output.shape)
-    prev = prev + noise * self:noise_std(t)
+    prev:add_(noise:mul_(self:noise_std(t)))
+    noise:release()
   end
   return prev, x0
 end

@@ -56,6 +56,7 @@ function DPM2:set_timesteps(n)
   end
   self.timesteps = out
   C.k_finish_timesteps(self, n)
+  C.free(self.sample) -- a run stopped between the two halves
   self.sample = nil
 end
 
@@ -77,19 +78,18 @@ function DPM2:step(model_output, t, x)
   end
   local sigma_hat = sigma
   local x0 = C.k_pred_x0(self.config.prediction_type, model_output, x, first and sigma_hat or sigma_interpol)
-  local derivative, dt
+  -- x + (x - x0) / sigma * dt, in place on the derivative (from the stored sample in the second half)
+  local prev
   if first then
-    derivative = (x - x0) / sigma_hat
-    dt = fround(sigma_interpol - sigma_hat)
     self.sample = C.keep(x)
+    prev = (x - x0):div_(sigma_hat):mul_(fround(sigma_interpol - sigma_hat)):add_(x)
   else
-    derivative = (x - x0) / sigma_interpol
-    dt = fround(sigma_next - sigma_hat)
-    x = self.sample
+    prev = (x - x0):div_(sigma_interpol):mul_(fround(sigma_next - sigma_hat)):add_(self.sample)
+    self.sample:release()
     self.sample = nil
   end
   self.step_index = i + 1
-  return x + derivative * dt, x0
+  return prev, x0
 end
 
 DPM2.add_noise = require("sd.schedulers.euler").add_noise

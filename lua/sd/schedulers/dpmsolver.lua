@@ -96,6 +96,7 @@ function DPM:set_timesteps(n)
   for i = 1, #ts do ts[i] = math.tointeger(ts[i]) or ts[i] end
   self.timesteps, self.sigmas = ts, sigmas
   self.num_inference_steps = #ts
+  C.release_all(self.model_outputs)
   self.model_outputs = {}
   self.lower_order_nums = 0
   self.step_index, self.begin_index = nil, nil
@@ -111,13 +112,15 @@ function DPM:convert_model_output(mo, x)
   local pt = cfg.prediction_type
   if cfg.algorithm_type == "dpmsolver++" or cfg.algorithm_type == "sde-dpmsolver++" then
     local x0 = C.x0_from_output(pt, mo, x, a, s)
-    if cfg.thresholding then x0 = C.clip_x0(cfg, x0) end
+    if cfg.thresholding then x0 = C.clip_x0(cfg, x0, mo) end
     return x0
   else
     local eps = C.eps_from_output(pt, mo, x, a, s)
     if cfg.thresholding then
-      local x0 = C.clip_x0(cfg, (x - eps * s) / a)
-      eps = (x - x0 * a) / s
+      local x0 = C.clip_x0(cfg, C.sub_scaled_div(x, eps, s, a))
+      C.release_unless(eps, mo)
+      eps = C.sub_scaled_div(x, x0, a, s)
+      x0:release()
     end
     return eps
   end
@@ -130,15 +133,15 @@ function DPM:first_order(m0, x, noise)
   local h = fround(lambda_of(at, st) - lambda_of(as, ss))
   local alg = self.config.algorithm_type
   if alg == "dpmsolver++" then
-    return x * fround(st / ss) - m0 * fround(at * fround(exp(-h) - 1))
+    return C.lincomb(x, fround(st / ss), m0, -fround(at * fround(exp(-h) - 1)))
   elseif alg == "dpmsolver" then
-    return x * fround(at / as) - m0 * fround(st * fround(exp(h) - 1))
+    return C.lincomb(x, fround(at / as), m0, -fround(st * fround(exp(h) - 1)))
   elseif alg == "sde-dpmsolver++" then
-    return x * fround(fround(st / ss) * fround(exp(-h))) + m0 * fround(at * fround(1 - fround(exp(-2 * h))))
-      + noise * fround(st * fround(sqrt(fround(1 - fround(exp(-2 * h))))))
+    return C.lincomb(x, fround(fround(st / ss) * fround(exp(-h))), m0, fround(at * fround(1 - fround(exp(-2 * h)))),
+      noise, fround(st * fround(sqrt(fround(1 - fround(exp(-2 * h)))))))
   else -- sde-dpmsolver
-    return x * fround(at / as) - m0 * fround(2 * fround(st * fround(exp(h) - 1)))
-      + noise * fround(st * fround(sqrt(fround(fround(exp(2 * h)) - 1))))
+    return C.lincomb(x, fround(at / as), m0, -fround(2 * fround(st * fround(exp(h) - 1))),
+      noise, fround(st * fround(sqrt(fround(fround(exp(2 * h)) - 1)))))
   end
 end
 
@@ -153,43 +156,32 @@ function DPM:second_order(x, noise)
   local m0, m1 = mos[#mos], mos[#mos - 1]
   local h, h0 = fround(lt - l0), fround(l0 - l1)
   local r0 = fround(h0 / h)
-  local D0, D1 = m0, (m0 - m1) * fround(1 / r0)
+  local D0, D1 = m0, (m0 - m1):mul_(fround(1 / r0))
   local alg, st_type = self.config.algorithm_type, self.config.solver_type
   local emh, eh = fround(exp(-h)), fround(exp(h))
+  -- each update is x * cx + D0 * c0 + D1 * c1 (+ noise * cn), differences as negative terms
+  local prev
   if alg == "dpmsolver++" then
     local c = fround(at * fround(emh - 1))
-    if st_type == "midpoint" then
-      return x * fround(st / s0) - D0 * c - D1 * fround(0.5 * c)
-    else
-      return x * fround(st / s0) - D0 * c + D1 * fround(at * fround(fround(fround(emh - 1) / h) + 1))
-    end
+    local c1 = st_type == "midpoint" and -fround(0.5 * c) or fround(at * fround(fround(fround(emh - 1) / h) + 1))
+    prev = C.lincomb(x, fround(st / s0), D0, -c, D1, c1)
   elseif alg == "dpmsolver" then
     local c = fround(st * fround(eh - 1))
-    if st_type == "midpoint" then
-      return x * fround(at / a0) - D0 * c - D1 * fround(0.5 * c)
-    else
-      return x * fround(at / a0) - D0 * c - D1 * fround(st * fround(fround(fround(eh - 1) / h) - 1))
-    end
+    local c1 = st_type == "midpoint" and fround(0.5 * c) or fround(st * fround(fround(fround(eh - 1) / h) - 1))
+    prev = C.lincomb(x, fround(at / a0), D0, -c, D1, -c1)
   elseif alg == "sde-dpmsolver++" then
     local e2 = fround(exp(-2 * h))
     local c = fround(at * fround(1 - e2))
-    local base = x * fround(fround(st / s0) * emh) + D0 * c
-    local nz = noise * fround(st * fround(sqrt(fround(1 - e2))))
-    if st_type == "midpoint" then
-      return base + D1 * fround(0.5 * c) + nz
-    else
-      return base + D1 * fround(at * fround(fround(fround(1 - e2) / fround(-2 * h)) + 1)) + nz
-    end
+    local c1 = st_type == "midpoint" and fround(0.5 * c) or fround(at * fround(fround(fround(1 - e2) / fround(-2 * h)) + 1))
+    prev = C.lincomb(x, fround(fround(st / s0) * emh), D0, c, D1, c1, noise, fround(st * fround(sqrt(fround(1 - e2)))))
   else -- sde-dpmsolver
     local c = fround(st * fround(eh - 1))
-    local base = x * fround(at / a0) - D0 * fround(2 * c)
-    local nz = noise * fround(st * fround(sqrt(fround(fround(exp(2 * h)) - 1))))
-    if st_type == "midpoint" then
-      return base - D1 * c + nz
-    else
-      return base - D1 * fround(2 * fround(st * fround(fround(fround(eh - 1) / h) - 1))) + nz
-    end
+    local c1 = st_type == "midpoint" and c or fround(2 * fround(st * fround(fround(fround(eh - 1) / h) - 1)))
+    prev = C.lincomb(x, fround(at / a0), D0, -fround(2 * c), D1, -c1, noise,
+      fround(st * fround(sqrt(fround(fround(exp(2 * h)) - 1)))))
   end
+  D1:release()
+  return prev
 end
 
 function DPM:third_order(x)
@@ -205,16 +197,20 @@ function DPM:third_order(x)
   local h, h0, h1 = lt - l0, l0 - l1, l1 - l2
   local r0, r1 = h0 / h, h1 / h
   local D0 = m0
-  local D1_0, D1_1 = (m0 - m1) * (1 / r0), (m1 - m2) * (1 / r1)
-  local D1 = D1_0 + (D1_0 - D1_1) * (r0 / (r0 + r1))
-  local D2 = (D1_0 - D1_1) * (1 / (r0 + r1))
+  local D1_0, D1_1 = (m0 - m1):mul_(1 / r0), (m1 - m2):mul_(1 / r1)
+  local diff = D1_0 - D1_1
+  local D1 = (diff * (r0 / (r0 + r1))):add_(D1_0)
+  local D2 = diff:mul_(1 / (r0 + r1))
+  local prev
   if self.config.algorithm_type == "dpmsolver++" then
     local e = exp(-h) - 1
-    return x * (st / s0) - D0 * (at * e) + D1 * (at * (e / h + 1)) - D2 * (at * ((e + h) / (h * h) - 0.5))
+    prev = C.lincomb(x, st / s0, D0, -(at * e), D1, at * (e / h + 1), D2, -(at * ((e + h) / (h * h) - 0.5)))
   else
     local e = exp(h) - 1
-    return x * (at / a0) - D0 * (st * e) - D1 * (st * (e / h - 1)) - D2 * (st * ((e - h) / (h * h) - 0.5))
+    prev = C.lincomb(x, at / a0, D0, -(st * e), D1, -(st * (e / h - 1)), D2, -(st * ((e - h) / (h * h) - 0.5)))
   end
+  C.free(D1_0, D1_1, D1, D2)
+  return prev
 end
 
 function DPM:step(model_output, t, x, generator)
@@ -227,8 +223,8 @@ function DPM:step(model_output, t, x, generator)
   local lower_second = (i == n - 1) and cfg.lower_order_final and n < 15
   local m = self:convert_model_output(model_output, x)
   local mos = self.model_outputs
-  mos[#mos + 1] = (m == model_output) and C.keep(m) or m
-  while #mos > cfg.solver_order do table.remove(mos, 1) end
+  mos[#mos + 1] = rawequal(m, model_output) and C.keep(m) or m
+  while #mos > cfg.solver_order do table.remove(mos, 1):release() end
   local noise
   if cfg.algorithm_type:find("^sde") then
     noise = C.step_noise(self, generator, model_output.shape)
@@ -241,12 +237,16 @@ function DPM:step(model_output, t, x, generator)
   else
     prev = self:third_order(x)
   end
+  C.free(noise)
   if self.lower_order_nums < cfg.solver_order then self.lower_order_nums = self.lower_order_nums + 1 end
   self.step_index = i + 1
-  local x0 = m
-  if not cfg.algorithm_type:find("%+%+$") then
+  -- x0 is the caller's: a copy of m, which stays in the history
+  local x0
+  if cfg.algorithm_type:find("%+%+$") then
+    x0 = C.keep(m)
+  else
     local a, sg = alpha_sigma(self.sigmas[i])
-    x0 = (x - m * sg) / a
+    x0 = C.sub_scaled_div(x, m, sg, a)
   end
   return prev, x0
 end
@@ -256,8 +256,7 @@ function DPM:add_noise(original, noise, timesteps)
   local idx = C.noise_step_indices(self, ts)
   local a, s = {}, {}
   for k, j in ipairs(idx) do a[k], s[k] = alpha_sigma(self.sigmas[j]) end
-  local T = C.T()
-  return original * C.per_batch(T, a, original) + noise * C.per_batch(T, s, original)
+  return C.mix_per_batch(original, a, noise, s)
 end
 
 return DPM

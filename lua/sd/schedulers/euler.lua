@@ -61,12 +61,14 @@ function Euler:step(model_output, t, x, generator)
   local sigma_hat = fround(sigma * (gamma + 1))
   if gamma > 0 then
     if not noise then error("euler scheduler: s_churn > 0 needs a generator", 2) end
-    x = x + noise * cfg.s_noise * fround(math.sqrt(fround(sigma_hat * sigma_hat - sigma * sigma)))
+    -- x + noise * s_noise * c, as noise * s_noise * c + x (the same sum) in the noise's storage
+    x = noise:mul_(cfg.s_noise):mul_(fround(math.sqrt(fround(sigma_hat * sigma_hat - sigma * sigma)))):add_(x)
   end
   local x0 = C.k_pred_x0(cfg.prediction_type, model_output, x, sigma_hat)
-  local derivative = (x - x0) / sigma_hat
   local dt = fround(self.sigmas[i + 1] - sigma_hat)
-  local prev = x + derivative * dt
+  -- x + (x - x0) / sigma_hat * dt, in place on the derivative
+  local prev = (x - x0):div_(sigma_hat):mul_(dt):add_(x)
+  if noise then noise:release() end -- (the churned x too)
   self.step_index = i + 1
   return prev, x0
 end
@@ -76,7 +78,7 @@ function Euler:add_noise(original, noise, timesteps)
   local idx = C.noise_step_indices(self, ts)
   local sig = {}
   for k, j in ipairs(idx) do sig[k] = self.sigmas[j] end
-  return original + noise * C.per_batch(C.T(), sig, original)
+  return C.mix_per_batch(original, nil, noise, sig)
 end
 
 return Euler

@@ -41,11 +41,12 @@ function EulerA:step(model_output, t, x, generator)
   local sf2, st2 = fround(sf * sf), fround(st * st)
   local sigma_up = fround(sqrt(fround(fround(st2 * fround(sf2 - st2)) / sf2)))
   local sigma_down = fround(sqrt(fround(st2 - fround(sigma_up * sigma_up))))
-  local derivative = (x - x0) / sigma
   local dt = fround(sigma_down - sigma)
-  local prev = x + derivative * dt
+  -- x + (x - x0) / sigma * dt + noise * sigma_up, in place on the derivative
+  local prev = (x - x0):div_(sigma):mul_(dt):add_(x)
   local noise = generator:randn(model_output.shape)
-  prev = prev + noise * sigma_up
+  prev:add_(noise:mul_(sigma_up))
+  noise:release()
   self.step_index = i + 1
   return prev, x0
 end

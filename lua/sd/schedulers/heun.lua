@@ -37,6 +37,7 @@ function Heun:set_timesteps(n)
   self.sigmas = interleave(C.k_sigmas_f32(sig), true)
   self.timesteps = interleave(ts)
   C.k_finish_timesteps(self, n)
+  C.free(self.prev_derivative, self.sample) -- a run stopped between the two halves
   self.prev_derivative, self.dt, self.sample = nil, nil, nil
 end
 
@@ -57,20 +58,22 @@ function Heun:step(model_output, t, x)
   end
   local sigma_hat = sigma -- no churn (gamma = 0)
   local x0 = C.k_pred_x0(cfg.prediction_type, model_output, x, first and sigma_hat or sigma_next)
-  if cfg.clip_sample then x0 = x0:clamp(-cfg.clip_sample_range, cfg.clip_sample_range) end
-  local derivative, dt
+  if cfg.clip_sample then x0 = C.clip_x0(cfg, x0, model_output) end
+  local prev
   if first then
-    derivative = (x - x0) / sigma_hat
-    dt = fround(sigma_next - sigma_hat)
+    local derivative = (x - x0):div_(sigma_hat)
+    local dt = fround(sigma_next - sigma_hat)
     self.prev_derivative, self.dt, self.sample = derivative, dt, C.keep(x)
+    prev = (derivative * dt):add_(x)
   else
-    derivative = ((x - x0) / sigma_next + self.prev_derivative) / 2
-    dt = self.dt
-    x = self.sample
+    -- x + ((x - x0) / sigma_next + prev_derivative) / 2 * dt from the stored sample, in place
+    prev = (x - x0):div_(sigma_next):add_(self.prev_derivative):div_(2):mul_(self.dt):add_(self.sample)
+    self.prev_derivative:release()
+    self.sample:release()
     self.prev_derivative, self.dt, self.sample = nil, nil, nil
   end
   self.step_index = i + 1
-  return x + derivative * dt, x0
+  return prev, x0
 end
 
 Heun.add_noise = require("sd.schedulers.euler").add_noise

@@ -72,13 +72,16 @@ function LCM:step(model_output, t, x, generator)
   local prev_t = self.timesteps[i + 1] or t
   local a, a_prev = self:alpha_at(t), self:alpha_at(prev_t)
   local c_skip, c_out = self:boundary_scalings(t)
-  local x0 = C.alpha_pred(cfg.prediction_type, model_output, x, a)
-  x0 = C.clip_x0(cfg, x0)
-  local denoised = x0 * c_out + x * c_skip
+  local x0, eps = C.alpha_pred(cfg.prediction_type, model_output, x, a)
+  C.release_unless(eps, model_output)
+  x0 = C.clip_x0(cfg, x0, model_output)
+  local denoised = C.lincomb(x0, c_out, x, c_skip)
+  C.release_unless(x0, model_output)
   local prev
   if i ~= self.num_inference_steps then
     local noise = C.step_noise(self, generator, model_output.shape)
-    prev = denoised * fround(sqrt(a_prev)) + noise * fround(sqrt(fround(1 - a_prev)))
+    prev = C.lincomb(denoised, fround(sqrt(a_prev)), noise, fround(sqrt(fround(1 - a_prev))))
+    noise:release()
   else
     prev = denoised
   end

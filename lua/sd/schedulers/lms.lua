@@ -28,6 +28,7 @@ function LMS:set_timesteps(n)
   local ts, sig = C.k_schedule(self, n)
   self.timesteps, self.sigmas = ts, C.k_sigmas_f32(sig)
   C.k_finish_timesteps(self, n)
+  C.release_all(self.derivatives)
   self.derivatives = {}
 end
 
@@ -69,15 +70,16 @@ function LMS:step(model_output, t, x)
   local i = C.init_step_index(self, t)
   local sigma = self.sigmas[i]
   local x0 = C.k_pred_x0(self.config.prediction_type, model_output, x, sigma)
-  local derivative = (x - x0) / sigma
   local ders = self.derivatives
-  ders[#ders + 1] = derivative
-  if #ders > self.config.lms_order then table.remove(ders, 1) end
+  ders[#ders + 1] = (x - x0):div_(sigma)
+  if #ders > self.config.lms_order then table.remove(ders, 1):release() end
   local order = math.min(i, self.config.lms_order)
-  local prev = x
-  for cur = 0, order - 1 do
-    local coeff = self:lms_coefficient(order, i, cur)
-    prev = prev + ders[#ders - cur] * coeff
+  -- x + d1 * c1 + d2 * c2 + ..., the first sum as d1 * c1 + x (the same float)
+  local prev = (ders[#ders] * self:lms_coefficient(order, i, 0)):add_(x)
+  for cur = 1, order - 1 do
+    local term = ders[#ders - cur] * self:lms_coefficient(order, i, cur)
+    prev:add_(term)
+    term:release()
   end
   self.step_index = i + 1
   return prev, x0

@@ -23,6 +23,8 @@ function PNDM:init()
 end
 
 function PNDM:reset()
+  C.release_all(self.ets)
+  C.free(self.cur_model_output, self.cur_sample)
   self.ets = {}
   self.counter = 0
   self.cur_model_output = nil
@@ -78,12 +80,13 @@ PNDM.alpha_at = C.alpha_at
 function PNDM:prev_sample(x, t, prev_t, eps)
   local a, a_prev = self:alpha_at(t), self:alpha_at(prev_t)
   local b, b_prev = fround(1 - a), fround(1 - a_prev)
-  if self.config.prediction_type == "v_prediction" then
-    eps = eps * fround(sqrt(a)) + x * fround(sqrt(b))
-  end
+  local v = self.config.prediction_type == "v_prediction"
+  if v then eps = C.lincomb(eps, fround(sqrt(a)), x, fround(sqrt(b))) end
   local sample_coeff = fround(sqrt(fround(a_prev / a)))
   local denom = fround(fround(a * fround(sqrt(b_prev))) + fround(sqrt(fround(fround(a * b) * a_prev))))
-  return x * sample_coeff - eps * fround(fround(a_prev - a) / denom)
+  local prev = C.lincomb(x, sample_coeff, eps, -fround(fround(a_prev - a) / denom))
+  if v then eps:release() end
+  return prev
 end
 
 function PNDM:step(model_output, t, x)
@@ -105,19 +108,27 @@ function PNDM:step_prk(mo, t, x)
   local prev_t = t - diff
   t = self.prk_timesteps[self.counter // 4 * 4 + 1]
   local c = self.counter % 4
+  local combined -- the last RK stage's eps, ours to release
   if c == 0 then
     self.cur_model_output = mo * (1 / 6)
     self.ets[#self.ets + 1] = C.keep(mo)
+    C.free(self.cur_sample)
     self.cur_sample = C.keep(x)
-  elseif c == 1 or c == 2 then
-    self.cur_model_output = self.cur_model_output + mo * (1 / 3)
   else
-    mo = self.cur_model_output + mo * (1 / 6)
-    self.cur_model_output = nil
+    -- cur_model_output + mo * w, in place (cur_model_output is the scheduler's own)
+    local term = mo * (c == 3 and 1 / 6 or 1 / 3)
+    self.cur_model_output:add_(term)
+    term:release()
+    if c == 3 then
+      combined, mo = self.cur_model_output, self.cur_model_output
+      self.cur_model_output = nil
+    end
   end
   local cur = self.cur_sample or x
   self.counter = self.counter + 1
-  return self:prev_sample(cur, t, prev_t, mo)
+  local prev = self:prev_sample(cur, t, prev_t, mo)
+  if combined then combined:release() end
+  return prev
 end
 
 function PNDM:step_plms(mo, t, x)
@@ -128,28 +139,31 @@ function PNDM:step_plms(mo, t, x)
   local prev_t = t - N // n
   local ets = self.ets
   if self.counter ~= 1 then
-    while #ets > 3 do table.remove(ets, 1) end
+    while #ets > 3 do table.remove(ets, 1):release() end
     ets[#ets + 1] = C.keep(mo)
   else
     prev_t = t
     t = t + N // n
   end
   local e = #ets
+  local combined, sample -- temporaries of this step (the combined eps, the stored sample used up)
   if e == 1 and self.counter == 0 then
     self.cur_sample = C.keep(x)
   elseif e == 1 and self.counter == 1 then
-    mo = (mo + ets[e]) / 2
-    x = self.cur_sample
-    self.cur_sample = nil
+    combined = (mo + ets[e]):div_(2)
+    sample, self.cur_sample = self.cur_sample, nil
+    x = sample
   elseif e == 2 then
-    mo = (ets[e] * 3 - ets[e - 1]) / 2
+    combined = C.lincomb(ets[e], 3, ets[e - 1], -1):div_(2)
   elseif e == 3 then
-    mo = (ets[e] * 23 - ets[e - 1] * 16 + ets[e - 2] * 5) / 12
+    combined = C.lincomb(ets[e], 23, ets[e - 1], -16, ets[e - 2], 5):div_(12)
   else
-    mo = (ets[e] * 55 - ets[e - 1] * 59 + ets[e - 2] * 37 - ets[e - 3] * 9) * (1 / 24)
+    combined = C.lincomb(ets[e], 55, ets[e - 1], -59, ets[e - 2], 37, ets[e - 3], -9):mul_(1 / 24)
   end
   self.counter = self.counter + 1
-  return self:prev_sample(x, t, prev_t, mo)
+  local prev = self:prev_sample(x, t, prev_t, combined or mo)
+  C.free(combined, sample)
+  return prev
 end
 
 PNDM.add_noise = C.add_noise_alpha

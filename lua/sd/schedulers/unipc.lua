@@ -41,6 +41,8 @@ function UniPC:init()
 end
 
 function UniPC:reset()
+  C.release_all(self.model_outputs)
+  C.free(self.last_sample)
   self.model_outputs = {}
   self.lower_order_nums = 0
   self.last_sample = nil
@@ -79,7 +81,7 @@ function UniPC:convert_model_output(mo, x)
   local pt = cfg.prediction_type
   if cfg.predict_x0 then
     local x0 = C.x0_from_output(pt, mo, x, a, s)
-    if cfg.thresholding then x0 = C.clip_x0(cfg, x0) end
+    if cfg.thresholding then x0 = C.clip_x0(cfg, x0, mo) end
     return x0
   else
     return C.eps_from_output(pt, mo, x, a, s)
@@ -149,18 +151,23 @@ function UniPC:step_history(c, order)
     local ak, sk = alpha_sigma(sg[c - k])
     local rk = fround(fround(lambda_of(ak, sk) - l0) / h)
     rks[#rks + 1] = rk
-    D1s[#D1s + 1] = (mos[#mos - k] - m0) / rk
+    D1s[#D1s + 1] = (mos[#mos - k] - m0):div_(rk)
   end
   rks[#rks + 1] = 1.0
   return m0, at, st, a0, s0, h, rks, D1s
 end
 
--- sum_k D1s[k] * rhos[k] (float32 rhos), or nil when there are no D1s.
+-- sum_k D1s[k] * rhos[k] (float32 rhos) as a new tensor, or nil when there are no D1s.
 local function weighted_sum(D1s, rhos)
   local sum
   for k = 1, #D1s do
     local term = D1s[k] * fround(rhos[k])
-    sum = sum and (sum + term) or term
+    if sum then
+      sum:add_(term)
+      term:release()
+    else
+      sum = term
+    end
   end
   return sum
 end
@@ -168,15 +175,14 @@ end
 -- The UniP/UniC update from x (at sigma_0) to sigma_t: the first-order step, minus the
 -- higher-order correction res (if any) scaled by B(h).
 local function multistep_update(pred_x0, x, m0, res, at, st, a0, s0, h_phi_1, B_h)
-  local x_t
+  local cx, c0, cres
   if pred_x0 then
-    x_t = x * fround(st / s0) - m0 * fround(at * h_phi_1)
-    if res then x_t = x_t - res * fround(at * B_h) end
+    cx, c0, cres = fround(st / s0), fround(at * h_phi_1), fround(at * B_h)
   else
-    x_t = x * fround(at / a0) - m0 * fround(st * h_phi_1)
-    if res then x_t = x_t - res * fround(st * B_h) end
+    cx, c0, cres = fround(at / a0), fround(st * h_phi_1), fround(st * B_h)
   end
-  return x_t
+  if res then return C.lincomb(x, cx, m0, -c0, res, -cres) end
+  return C.lincomb(x, cx, m0, -c0)
 end
 
 -- Predictor (UniP-B(h)): from sample x at step_index to step_index + 1.
@@ -200,7 +206,10 @@ function UniPC:predictor(x, order)
     end
     pred_res = weighted_sum(D1s, rhos)
   end
-  return multistep_update(pred_x0, x, m0, pred_res, at, st, a0, s0, h_phi_1, B_h)
+  local x_t = multistep_update(pred_x0, x, m0, pred_res, at, st, a0, s0, h_phi_1, B_h)
+  C.free(pred_res)
+  C.release_all(D1s)
+  return x_t
 end
 
 -- Corrector (UniC-B(h)): refines this_sample (the result of the last predictor step, at
@@ -213,10 +222,12 @@ function UniPC:corrector(model_t, last_sample, this_sample, order)
   local rhos
   if order == 1 then rhos = {0.5} else rhos = solve(R, b) end
   local corr = weighted_sum(D1s, rhos)
-  local D1_t = model_t - m0
-  local tail = D1_t * fround(rhos[#rhos])
-  if corr then tail = corr + tail end
-  return multistep_update(pred_x0, last_sample, m0, tail, at, st, a0, s0, h_phi_1, B_h)
+  C.release_all(D1s)
+  local D1_t = (model_t - m0):mul_(fround(rhos[#rhos]))
+  local tail = corr and corr:add_(D1_t) or D1_t
+  local x_t = multistep_update(pred_x0, last_sample, m0, tail, at, st, a0, s0, h_phi_1, B_h)
+  C.free(D1_t, corr)
+  return x_t
 end
 
 function UniPC:step(model_output, t, x)
@@ -225,24 +236,30 @@ function UniPC:step(model_output, t, x)
   local i = C.init_step_index(self, t)
   local use_corrector = i > 1 and not self.disabled[i - 2] and self.last_sample ~= nil
   local m = self:convert_model_output(model_output, x)
+  local last = self.last_sample
   if use_corrector then
-    x = self:corrector(m, self.last_sample, x, self.this_order)
+    x = self:corrector(m, last, x, self.this_order)
   end
+  C.free(last)
   local mos = self.model_outputs
-  mos[#mos + 1] = (m == model_output) and C.keep(m) or m
-  while #mos > cfg.solver_order do table.remove(mos, 1) end
+  mos[#mos + 1] = rawequal(m, model_output) and C.keep(m) or m
+  while #mos > cfg.solver_order do table.remove(mos, 1):release() end
   local this_order = cfg.solver_order
   if cfg.lower_order_final then this_order = math.min(cfg.solver_order, #self.timesteps - i + 1) end
   this_order = math.min(this_order, self.lower_order_nums + 1)
   self.this_order = this_order
-  self.last_sample = C.keep(x)
+  -- the corrected x is ours: kept as it is; the caller's x is copied
+  self.last_sample = use_corrector and x or C.keep(x)
   local prev = self:predictor(x, this_order)
   if self.lower_order_nums < cfg.solver_order then self.lower_order_nums = self.lower_order_nums + 1 end
   self.step_index = i + 1
-  local x0 = m
-  if not cfg.predict_x0 then
+  -- x0 is the caller's: a copy of m, which stays in the history
+  local x0
+  if cfg.predict_x0 then
+    x0 = C.keep(m)
+  else
     local a, s = alpha_sigma(self.sigmas[i])
-    x0 = (x - m * s) / a
+    x0 = C.sub_scaled_div(x, m, s, a)
   end
   return prev, x0
 end
