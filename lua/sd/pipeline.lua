@@ -327,10 +327,12 @@ function Pipeline:generate_body(p, args, info, start)
   latents = self:denoise(p, scheduler, timesteps, latents, cond, context, generator, info)
   info.sampling_seconds = clock() - t0
   t0 = clock()
-  -- the U-Net's pooled blocks and kernel workspaces are of no use to the VAE decoder: give them
-  -- back before it allocates its own (the peak RSS of a generation is the decoder's)
+  -- the U-Net's pooled blocks and kernel workspaces are of no use to the VAE decoder, nor the
+  -- decoder's to the next generation (or to an idle REPL): give them back at both hand-overs
+  -- (the peak RSS of a generation is the decoder's)
   core.memory_trim()
   local image = self:decode(latents)
+  core.memory_trim()
   info.decode_seconds = clock() - t0
   info.latents = latents
   info.total_seconds = clock() - t_start
