@@ -519,6 +519,16 @@ static int m_release(lua_State *L)
 	return 0;
 }
 
+/* x:drop_pages(): a tensor mapped from a file gives its resident pages back to the page cache
+ * (read again on use; what was written into them is lost). The loader calls it on half-precision
+ * sources once widened, so widening a checkpoint does not hold both copies. */
+static int m_drop_pages(lua_State *L)
+{
+	sd_tensor *t = sdl_checktensor(L, 1);
+	sd_storage_drop_pages(t->storage);
+	return 0;
+}
+
 /* x:equal(y): same shape and every element equal (NaN is unequal) */
 static int m_equal(lua_State *L)
 {
@@ -712,7 +722,7 @@ static const luaL_Reg methods[] = {
 	{"permute", m_permute}, {"transpose", m_transpose}, {"narrow", m_narrow}, {"select", m_select},
 	{"squeeze", m_squeeze}, {"unsqueeze", m_unsqueeze}, {"expand", m_expand}, {"chunk", m_chunk},
 	{"contiguous", m_contiguous}, {"clone", m_clone}, {"to", m_to}, {"copy_", m_copy_},
-	{"fill_", m_fill_}, {"release", m_release}, {"equal", m_equal}, {NULL, NULL}};
+	{"fill_", m_fill_}, {"release", m_release}, {"drop_pages", m_drop_pages}, {"equal", m_equal}, {NULL, NULL}};
 
 static const luaL_Reg functions[] = {
 	{"empty", t_empty}, {"zeros", t_zeros}, {"ones", t_ones}, {"full", t_full}, {"from", t_from},

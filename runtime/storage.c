@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -172,6 +173,15 @@ void sd_storage_release(sd_storage *s)
 		block_put(s->data, s->capacity);
 	}
 	free(s);
+}
+
+void sd_storage_drop_pages(sd_storage *s)
+{
+	if (!s || !s->map || s->nbytes == 0) return;
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)s->data + pg - 1) & ~(pg - 1);
+	uintptr_t b = ((uintptr_t)s->data + s->nbytes) & ~(pg - 1);
+	if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 sd_mapping *sd_mapping_open(const char *path)

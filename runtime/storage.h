@@ -22,6 +22,9 @@ sd_storage *sd_storage_new(size_t nbytes);        /* uninitialised; NULL + sd_se
 sd_storage *sd_storage_new_zeroed(size_t nbytes);
 void sd_storage_retain(sd_storage *s);
 void sd_storage_release(sd_storage *s);
+/* A storage in a mapped file: gives the resident pages lying wholly inside it back (they are
+ * read from the file again on use, so changes written into them are lost). Heap: nothing. */
+void sd_storage_drop_pages(sd_storage *s);
 
 /* Maps a whole file (private, copy-on-write: writing to a weight never changes the file). */
 sd_mapping *sd_mapping_open(const char *path);

@@ -128,6 +128,29 @@ test.case("safetensors: non-contiguous tensors are written contiguously", functi
   same(w.n, x:narrow(2, 2, 2):contiguous(), "narrowed")
 end)
 
+test.case("safetensors: drop_pages gives a mapped tensor's pages back, and it still reads", function()
+  local p = tmp("pages.safetensors")
+  local n = 8 * 1024 * 1024 // 2                -- 8 MiB of f16
+  st.save(p, {w = T.ones{n}:mul(0.5):to("f16"), small = T.from({1, 2, 3}, {3})})
+  local w = st.load(p)
+  local function total(t)
+    local f <close> = t:to("f32")
+    return f:sum():item()
+  end
+  test.eq(total(w.w), n * 0.5, "read once (pages resident)")
+  local before = sd.memory().rss
+  w.w:drop_pages()
+  local after = sd.memory().rss
+  io.write(string.format("  RSS %d -> %d bytes after drop_pages of an 8 MiB mapped tensor\n", before, after))
+  test.truthy(before - after >= 6 * 1024 * 1024, "at least 6 of its 8 MiB left RSS")
+  test.eq(total(w.w), n * 0.5, "read again from the file")
+  local h = T.from({1, 2, 3}, {3})
+  h:drop_pages()                                -- heap memory: nothing happens
+  test.eq(flat(h)[3], 3, "a heap tensor keeps its values")
+  w.small:drop_pages()                          -- smaller than a page: nothing to give back
+  test.eq(flat(w.small)[2], 2, "a tensor inside one page keeps its values")
+end)
+
 test.case("safetensors: metadata round trip; empty file", function()
   local p = tmp("meta.safetensors")
   local meta = {["a key"] = "value", unicode = "é😀", quote = 'say "hi"\n\t\\', empty = "", json = '{"x": [1, 2]}'}

@@ -356,10 +356,12 @@ local function check_dtype_opt(dtype)
 end
 
 -- map (target -> entry) + source tensors (name -> tensor) -> target -> tensor
--- Sources read only to make converted copies are released at the end, so that widening a half
--- checkpoint to f32 does not keep both copies until the garbage collector runs.
+-- A source read only to make converted copies is released as soon as its last copy is made, its
+-- file pages given back (x:drop_pages), so that widening a half checkpoint to f32 holds the f32
+-- copies and little more, not both copies until the end (or the garbage collector).
 local function materialize(map, tensors, dtype)
-  local out, converted, kept = {}, {}, {}
+  local out, uses, kept = {}, {}, {}
+  for _, e in pairs(map) do uses[e.src] = (uses[e.src] or 0) + 1 end
   for target, e in pairs(map) do
     local src = tensors[e.src]
     if src == nil then
@@ -371,14 +373,15 @@ local function materialize(map, tensors, dtype)
     local c = convert(t, dtype)
     if c == t then
       kept[e.src] = true
-    else
-      converted[e.src] = true
-      if t ~= src then t:release() end -- the temporary view
+    elseif t ~= src then
+      t:release() -- the temporary view
     end
     out[target] = c
-  end
-  for name in pairs(converted) do
-    if not kept[name] then tensors[name]:release() end
+    uses[e.src] = uses[e.src] - 1
+    if uses[e.src] == 0 and not kept[e.src] then
+      src:drop_pages()
+      src:release()
+    end
   end
   return out
 end
