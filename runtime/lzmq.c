@@ -5,6 +5,7 @@
  *   local ctx = zmq.context()
  *   local s = ctx:socket("ROUTER")          -- ROUTER DEALER PUB SUB REP REQ PAIR PUSH PULL
  *   s:setopt("linger", 0)                   -- linger rcvtimeo sndtimeo subscribe unsubscribe identity
+ *                                              sndhwm rcvhwm
  *   s:bind("tcp://127.0.0.1:*") ; s:endpoint()   -- the endpoint actually bound (port chosen)
  *   s:connect(endpoint)
  *   s:send(parts_or_string)                 -- a list of frames is one multipart message
@@ -14,6 +15,7 @@
  *   zmq.echo(s)                             -- moves s to a background thread that echoes every
  *                                              message back (the Jupyter heartbeat)
  *   zmq.trap_sigint() ; zmq.interruptible(on)   -- kernel-mode Ctrl-C, see below
+ *   zmq.version()                           -- libzmq's "major.minor.patch"
  *
  * Errors (bad endpoint, wrong socket state, closed socket) are Lua errors naming the call. */
 #include <errno.h>

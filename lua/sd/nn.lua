@@ -569,8 +569,6 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Down/up sampling
 
--- Pads (0,1,0,1): one zero column on the right, one zero row at the bottom (the VAE encoder's
--- asymmetric padding before a stride-2 conv without padding).
 -- x:narrow(3, y0, h):narrow(4, x0, w) (1-based starts) without an intermediate view left alive
 function nn.narrow2(x, y0, h, x0, w)
   local a = x:narrow(3, y0, h)
@@ -579,6 +577,8 @@ function nn.narrow2(x, y0, h, x0, w)
   return b
 end
 
+-- Pads (0,1,0,1): one zero column on the right, one zero row at the bottom (the VAE encoder's
+-- asymmetric padding before a stride-2 conv without padding).
 function nn.pad_right_bottom(x)
   local N, C, H, W = table.unpack(x.shape)
   local y = T.zeros({N, C, H + 1, W + 1}, x.dtype)

@@ -1,8 +1,40 @@
 -- Every ```lua block in docs/*.md and README.md runs without error (the API reference promises
--- runnable examples). Blocks run in order per file, sharing one environment per file, from a
--- temporary directory. A block whose first line is "-- needs: reference" is skipped (by name)
--- when the reference folder is absent; "-- not run: <why>" marks a block that is shown only.
+-- runnable examples), and prints what its `-->` comments say. Blocks run in order per file,
+-- sharing one environment per file, from a temporary directory. A block whose first line is
+-- "-- needs: reference" is skipped (by name) when the reference folder is absent; "-- not run:
+-- <why>" marks a block that is shown only.
 local test = require "test"
+
+-- The output a block promises: `code  --> text` is the next printed line; a line holding only
+-- `--> text` continues the output above it on a new line. Empty when the block promises none.
+local function promised(block)
+  local lines = {}
+  for line in block:gmatch("[^\n]*") do
+    local more = line:match("^%s*%-%->%s?(.*)$")
+    if more then
+      lines[#lines] = (lines[#lines] or "") .. "\n" .. more
+    else
+      local text = line:match("%-%->%s?(.*)$")
+      if text then lines[#lines + 1] = text end
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
+-- runs fn with print (the global, which modules use too) collecting its lines; -> the output,
+-- tabs as spaces
+local function printed(fn)
+  local out, real = {}, print
+  print = function(...)
+    local t = table.pack(...)
+    for i = 1, t.n do t[i] = tostring(t[i]) end
+    out[#out + 1] = table.concat(t, " ", 1, t.n)
+  end
+  local ok, err = pcall(fn)
+  print = real
+  if not ok then error(err, 0) end
+  return table.concat(out, "\n")
+end
 
 local files = {"README.md"}
 local p = io.popen("ls docs/*.md 2>/dev/null")
@@ -31,7 +63,9 @@ for _, file in ipairs(files) do
     else
       test.case(name, function()
         local chunk = assert(load(block, "=" .. name, "t", env))
-        chunk()
+        local want = promised(block)
+        local got = printed(chunk)
+        if want ~= "" then test.eq(got, want, "what the block prints") end
       end)
     end
   end
