@@ -49,6 +49,14 @@ void sdl_open_system(lua_State *L);      /* lsystem.c: threads, memory, cpu, tim
 void sdl_open_image(lua_State *L);       /* limage.c: PNG read/write, hashes */
 void sdl_open_zmq(lua_State *L);         /* lzmq.c: ZeroMQ sockets for the Jupyter kernel */
 
+/* Ctrl-C (lsystem.c). The flag long-running C loops may poll; sdl_interrupt_lua, safe in a
+ * signal handler, raises it and stops L with the error "interrupted!" at its next instruction,
+ * call or return; sdl_interrupt_clear removes a stop still pending on L and lowers the flag. */
+void sdl_set_interrupted(int on);
+int sdl_interrupted(void);
+void sdl_interrupt_lua(lua_State *L);
+void sdl_interrupt_clear(lua_State *L);
+
 int luaopen_sd_core(lua_State *L);
 
 #endif

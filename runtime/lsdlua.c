@@ -33,10 +33,6 @@
 #define PROMPT2 ">> "
 #define HISTORY_MAX 1000
 
-/* lsystem.c: the interrupt flag long-running C code may poll */
-void sdl_set_interrupted(int on);
-int sdl_interrupted(void);
-
 static const char *progname = "sdlua";
 
 static void usage(const char *bad, FILE *to)
@@ -100,13 +96,6 @@ static lua_State *globalL;
 static volatile sig_atomic_t sigint_count;
 static volatile sig_atomic_t prompt_sigint;
 
-static void stop_hook(lua_State *L, lua_Debug *ar)
-{
-	(void)ar;
-	lua_sethook(L, NULL, 0, 0);
-	luaL_error(L, "interrupted!");
-}
-
 /* While code runs, system calls restart after the handler (C code need not expect EINTR; the
  * hook stops the chunk when the call returns). At the prompt they do not, so that a blocking
  * read returns and the line can be cancelled. */
@@ -134,8 +123,7 @@ static void on_sigint_running(int sig)
 		sigint_count++;
 	last = now;
 	n = sigint_count;
-	sdl_set_interrupted(1);
-	lua_sethook(globalL, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+	sdl_interrupt_lua(globalL);
 	if (n == 2) {
 		ssize_t w = write(STDERR_FILENO, warn, sizeof warn - 1);
 		(void)w;
@@ -169,8 +157,7 @@ static int docall(lua_State *L, int narg, int nres)
 	set_handler(on_sigint_running, 1);
 	status = lua_pcall(L, narg, nres, base);
 	idle_handler();
-	if (lua_gethook(L) == stop_hook) lua_sethook(L, NULL, 0, 0); /* a late Ctrl-C */
-	sdl_set_interrupted(0);
+	sdl_interrupt_clear(L); /* a late Ctrl-C */
 	lua_remove(L, base);
 	return status;
 }

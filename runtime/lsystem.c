@@ -20,14 +20,32 @@
 #include "lsd.h"
 #include "storage.h"
 
-/* ---- interrupt flag ----------------------------------------------------------------------
- * Set from a signal handler (sdlua's SIGINT handler), read by long-running C loops that want to
- * stop early, cleared before each chunk is run. Exported without a header of its own: users
- * declare the prototypes below. */
+/* ---- interrupt ---------------------------------------------------------------------------
+ * Set from a SIGINT handler (the REPL's in lsdlua.c, the Jupyter kernel's in lzmq.c), read by
+ * long-running C loops that want to stop early, cleared before each chunk is run. */
 static volatile sig_atomic_t interrupt_flag;
 
 void sdl_set_interrupted(int on) { interrupt_flag = on ? 1 : 0; }
 int sdl_interrupted(void) { return interrupt_flag != 0; }
+
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	lua_sethook(L, NULL, 0, 0);
+	luaL_error(L, "interrupted!");
+}
+
+void sdl_interrupt_lua(lua_State *L)
+{
+	sdl_set_interrupted(1);
+	lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+void sdl_interrupt_clear(lua_State *L)
+{
+	if (lua_gethook(L) == stop_hook) lua_sethook(L, NULL, 0, 0);
+	sdl_set_interrupted(0);
+}
 
 /* ---- threads ----------------------------------------------------------------------------- */
 #define MAX_THREADS 1024

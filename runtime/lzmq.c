@@ -32,9 +32,6 @@
 #define MAX_POLL 64
 #define MAX_ECHO_PARTS 16
 
-/* lsystem.c: the interrupt flag long-running C loops poll */
-void sdl_set_interrupted(int on);
-
 typedef struct { void *ctx; int nsock; } zctx;       /* nsock: sockets open from Lua */
 typedef struct { void *sock; int type; zctx *owner; } zsock;
 
@@ -372,19 +369,11 @@ static lua_State *main_L;
 static volatile sig_atomic_t armed;
 static volatile sig_atomic_t pending;
 
-static void stop_hook(lua_State *L, lua_Debug *ar)
-{
-	(void)ar;
-	lua_sethook(L, NULL, 0, 0);
-	luaL_error(L, "interrupted!");
-}
-
 static void on_sigint(int sig)
 {
 	(void)sig;
 	if (armed && main_L) {
-		sdl_set_interrupted(1);
-		lua_sethook(main_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+		sdl_interrupt_lua(main_L);
 	} else {
 		pending = 1;
 	}
@@ -411,9 +400,7 @@ static int l_interruptible(lua_State *L)
 	int on = lua_toboolean(L, 1);
 	armed = on;
 	if (!on) {
-		lua_State *m = main_L ? main_L : L;
-		if (lua_gethook(m) == stop_hook) lua_sethook(m, NULL, 0, 0);
-		sdl_set_interrupted(0);
+		sdl_interrupt_clear(main_L ? main_L : L);
 	}
 	lua_pushboolean(L, pending != 0);
 	pending = 0;
