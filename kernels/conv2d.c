@@ -121,10 +121,10 @@ static void im2col_row(const float *xc, int64_t h, int64_t w, int64_t ki, int64_
 	}
 }
 
-/* All of the batch in one product: rows [r0, r0 + rn) and columns [j0, j0 + cnt) of the
- * batch-wide im2col matrix (row r = input channel r / (kh*kw) of group gi and kernel tap
- * r % (kh*kw); column j = image j / ohw, output pixel j % ohw). */
-static void im2col_batch(const float *x, int64_t c, int64_t h, int64_t w, int64_t gi, int64_t cg,
+/* Rows [r0, r0 + rn) and columns [j0, j0 + cnt) of the im2col matrix of the images at x (row
+ * r = input channel r / (kh*kw) of group gi and kernel tap r % (kh*kw); column j = image j / ohw,
+ * output pixel j % ohw), into col (rn x cnt). A band of one image is columns inside [0, ohw). */
+static void im2col(const float *x, int64_t c, int64_t h, int64_t w, int64_t gi, int64_t cg,
                          int64_t kh, int64_t kw, const sd_conv2d_params *p, int64_t ow, int64_t ohw,
                          int64_t r0, int64_t rn, int64_t j0, int64_t cnt, float *col, int par)
 {
@@ -222,10 +222,7 @@ static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 						for (int64_t band = 0; band < nb; band++) {
 							if (failed) continue;
 							int64_t p0 = band * np, cnt = ohw - p0 < np ? ohw - p0 : np;
-							for (int64_t r = 0; r < kdim; r++) {
-								int64_t ci = r / (kh * kw), t = r % (kh * kw);
-								im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, colt + r * cnt);
-							}
+							im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, p0, cnt, colt, 0);
 							failed |= sd_gemm_bf16_packed(&pk, 0, cnt, 1.0f, colt, SD_F32, cnt, 0.0f, yg + p0,
 							                              ohw, brow, NULL) != 0;
 						}
@@ -235,11 +232,8 @@ static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 				}
 				for (int64_t p0 = 0; p0 < ohw; p0 += np) {
 					int64_t cnt = ohw - p0 < np ? ohw - p0 : np;
-#pragma omp parallel for schedule(static) if (par && kdim * cnt >= (1 << 14))
-					for (int64_t r = 0; r < kdim; r++) {
-						int64_t ci = r / (kh * kw), t = r % (kh * kw);
-						im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, col + r * cnt);
-					}
+					im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, p0, cnt, col,
+					       par && kdim * cnt >= SD_CONV_GATHER_PAR);
 					if (sd_gemm_bf16_packed(&pk, 0, cnt, 1.0f, col, SD_F32, cnt, 0.0f, yg + p0, ohw, brow, NULL))
 						return -1;
 				}
@@ -271,7 +265,7 @@ static int conv_kslices(const float *x, int64_t n, int64_t c, int64_t h, int64_t
 	for (int64_t gi = 0; gi < g; gi++) {
 		for (int64_t k0 = 0; k0 < kdim; k0 += kc) {
 			int64_t kn = kdim - k0 < kc ? kdim - k0 : kc;
-			im2col_batch(x, c, h, w, gi, cg, kh, kw, p, ow, ohw, k0, kn, 0, tot, col, par);
+			im2col(x, c, h, w, gi, cg, kh, kw, p, ow, ohw, k0, kn, 0, tot, col, par);
 			const float *a = (const float *)weight + (gi * og) * kdim + k0;
 			int64_t lda = kdim;
 			if (wdt != SD_F32) {
@@ -364,8 +358,8 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		for (int64_t j0 = 0; j0 < tot; j0 += np) {
 			int64_t cnt = tot - j0 < np ? tot - j0 : np;
 			for (int64_t gi = 0; gi < g; gi++) {
-				im2col_batch(x, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, j0, cnt, col,
-				             par && kdim * cnt >= SD_CONV_GATHER_PAR);
+				im2col(x, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, j0, cnt, col,
+				       par && kdim * cnt >= SD_CONV_GATHER_PAR);
 				if (adt != SD_F32 && tot >= SD_CONV_WIDEN_MINCOLS) {
 					/* one band: row tiles of W widened in parallel, each multiplied with BLAS threads */
 					int64_t rt = WIDEN_TILE_FLOATS / kdim;
@@ -446,11 +440,7 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 				if (failed) continue;
 				int64_t band = it % nb, bg = it / nb, b = bg / g, gi = bg % g;
 				int64_t p0 = band * np, cnt = ohw - p0 < np ? ohw - p0 : np;
-				const float *xg = x + (b * c + gi * cg) * hw;
-				for (int64_t r = 0; r < kdim; r++) {
-					int64_t ci = r / (kh * kw), t = r % (kh * kw);
-					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, colt + r * cnt);
-				}
+				im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, p0, cnt, colt, 0);
 				float *yb = y + (b * o + gi * og) * ohw + p0;
 				failed |= sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz, wdt,
 				                     kdim, colt, SD_F32, cnt, 0.0f, yb, ohw) != 0;
@@ -477,12 +467,8 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		for (int64_t p0 = 0; p0 < ohw; p0 += np) {
 			int64_t cnt = ohw - p0 < np ? ohw - p0 : np;
 			for (int64_t gi = 0; gi < g; gi++) {
-				const float *xg = x + (b * c + gi * cg) * hw;
-#pragma omp parallel for schedule(static) if (par && kdim * cnt >= SD_CONV_GATHER_PAR)
-				for (int64_t r = 0; r < kdim; r++) {
-					int64_t ci = r / (kh * kw), t = r % (kh * kw);
-					im2col_row(xg + ci * hw, h, w, t / kw, t % kw, p, ow, p0, cnt, col + r * cnt);
-				}
+				im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, p0, cnt, col,
+				       par && kdim * cnt >= SD_CONV_GATHER_PAR);
 				if (sd_gemm_ex(0, 0, og, cnt, kdim, 1.0f, wbytes + (size_t)(gi * og * kdim) * esz,
 				               wdt, kdim, col, SD_F32, cnt, beta, y + (b * o + gi * og) * ohw + p0,
 				               ohw))
