@@ -54,8 +54,7 @@ void sd_workspace_release(void)
 
 void sd_workspace_release_all(void)
 {
-	sd_workspace_release();
-#pragma omp parallel
+#pragma omp parallel /* the calling thread is one of the team */
 	sd_workspace_release();
 }
 

@@ -38,16 +38,21 @@ local function parse_ranges(s)
   return {lo = lo, hi = hi, n = #lo}
 end
 
-local function in_ranges(r, cp)
+-- the index of the range of r holding code point cp, or nil (binary search)
+local function range_index(r, cp)
   local lo, hi = r.lo, r.hi
   local a, b = 1, r.n
   while a <= b do
     local m = (a + b) // 2
     if cp < lo[m] then b = m - 1
     elseif cp > hi[m] then a = m + 1
-    else return true end
+    else return m end
   end
-  return false
+  return nil
+end
+
+local function in_ranges(r, cp)
+  return range_index(r, cp) ~= nil
 end
 
 local U -- parsed Unicode tables
@@ -948,15 +953,8 @@ local function decimal_value(cp)
   if cp >= 48 and cp <= 57 then return cp - 48 end
   if cp < 0x660 then return nil end
   local r = unicode().decimal
-  local lo, hi = r.lo, r.hi
-  local a, b = 1, r.n
-  while a <= b do
-    local m = (a + b) // 2
-    if cp < lo[m] then b = m - 1
-    elseif cp > hi[m] then a = m + 1
-    else return (cp - lo[m]) % 10 end
-  end
-  return nil
+  local m = range_index(r, cp)
+  return m and (cp - r.lo[m]) % 10
 end
 
 -- Python's float() on an ASCII-digit string matched by [+-]?[.\d]+; nil when invalid.
