@@ -7,10 +7,12 @@
 
 #include "cpu.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "sd_error.h"
 
 float sd_attn_rowmax_avx512(const float *s, int64_t n);
 float sd_attn_expsum_avx512(float *s, int64_t n, float m);
+float sd_attn_exp2sum_bf16_avx512(const float *s, int64_t n, float m, uint16_t *p, int64_t npad);
 
 float sd_attn_rowmax(const float *s, int64_t n)
 {
@@ -45,6 +47,58 @@ static const float *rows_of(const float *src, int64_t ld, int64_t rows, int64_t 
 	return buf;
 }
 
+/* The online softmax of one tile of scores S (nq x nk: query rows i0.., keys j0..): each row
+ * becomes its weights exp(s - m_new), in place (P == NULL), or, with scores in base-2 units
+ * (times log2 e), 2^(s - m_new) as bf16 into P (row stride ldp dwords, zeros up to the row's
+ * end). The running max m and sum l of each row are updated and its output row in O (dv wide)
+ * rescaled to the new max. */
+static void softmax_tile(float *S, int64_t nq, int64_t nk, int64_t i0, int64_t j0, int causal,
+                         int avx512, float *m, float *l, float *O, int64_t dv, uint16_t *P,
+                         int64_t ldp)
+{
+	for (int64_t i = 0; i < nq; i++) {
+		float *s = S + i * nk;
+		uint16_t *p = P ? P + i * 2 * ldp : NULL;
+		int64_t valid = nk;
+		if (causal) {
+			valid = i0 + i - j0 + 1;
+			if (valid > nk) valid = nk;
+			if (valid < 0) valid = 0;
+		}
+		float mx = valid == 0 ? -INFINITY
+		           : avx512   ? sd_attn_rowmax_avx512(s, valid)
+		                      : sd_attn_rowmax(s, valid);
+		float mnew = mx > m[i] ? mx : m[i];
+		if (mnew == -INFINITY) { /* no key, or every score -inf: contributes nothing */
+			if (p) memset(p, 0, (size_t)ldp * sizeof(uint32_t));
+			else memset(s, 0, (size_t)nk * sizeof(float));
+			continue;
+		}
+		float sum;
+		if (p) {
+			sum = sd_attn_exp2sum_bf16_avx512(s, valid, mnew, p, 2 * ldp);
+		} else {
+			sum = avx512 ? sd_attn_expsum_avx512(s, valid, mnew) : sd_attn_expsum(s, valid, mnew);
+			if (valid < nk) memset(s + valid, 0, (size_t)(nk - valid) * sizeof(float));
+		}
+		float alpha = p ? exp2f(m[i] - mnew) : expf(m[i] - mnew); /* 0 on the first tile */
+		if (alpha != 1.0f) {
+			float *o = O + i * dv;
+			for (int64_t j = 0; j < dv; j++) o[j] *= alpha;
+		}
+		l[i] = l[i] * alpha + sum;
+		m[i] = mnew;
+	}
+}
+
+/* Precision bf16 (an AVX512_BF16 CPU): K and V of every (batch, head) are packed once into the
+ * bf16 kernel's panels, in the calling thread's workspace slot 0 (this path makes no
+ * sd_gemm_ex call that would reuse it); Q tiles and the softmax weights are rounded to bf16 rows.
+ * Key tiles then start on panel boundaries and on pairs. */
+#define ROUND8(x) (((x) + 7) / 8 * 8)
+_Static_assert(SD_ATTN_TK_BF16 % SD_BF16_NR == 0 && SD_ATTN_TK_BF16 % 2 == 0,
+               "bf16 key tiles start on packed panels and pairs");
+
 int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t dv,
                  const float *q, const int64_t qs[3], const float *k, const int64_t ks[3],
                  const float *v, const int64_t vs[3], float scale, int causal, float *out)
@@ -61,20 +115,43 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 		memset(out, 0, (size_t)(B * N * H * dv) * sizeof(float));
 		return 0;
 	}
-	const int64_t TQ = SD_ATTN_TQ, TK = SD_ATTN_TK;
+	const int bf16 = sd_gemm_bf16_enabled();
+	const int64_t TQ = SD_ATTN_TQ, TK = bf16 ? SD_ATTN_TK_BF16 : SD_ATTN_TK;
 	const int avx512 = sd_cpu_features()->avx512; /* read before any worker thread runs */
 	int64_t ntq = (N + TQ - 1) / TQ;
 	int64_t items = B * H * ntq;
 	int failed = 0;
 	int par = !omp_in_parallel() && items > 1;
+	/* bf16 packing: K as op(B) = K^T (d x M), V as op(B) = V (M x dv) */
+	int64_t kpd = (d + 1) / 2, kpm = (M + 1) / 2;
+	int64_t kstride = bf16 ? sd_bf16_packed_b_dwords(M, d) : 0;
+	int64_t vstride = bf16 ? sd_bf16_packed_b_dwords(dv, M) : 0;
+	uint32_t *kpack = NULL;
+	if (bf16 && !(kpack = (uint32_t *)sd_workspace(0, (size_t)(B * H * (kstride + vstride)))))
+		return -1;
+	uint32_t *vpack = kpack + B * H * kstride;
 
 #pragma omp parallel if (par) reduction(| : failed)
 	{
+		if (bf16) {
+#pragma omp for schedule(dynamic, 1)
+			for (int64_t it = 0; it < 2 * B * H; it++) {
+				int64_t bh = it / 2, b = bh / H, h = bh % H;
+				if (it % 2 == 0)
+					sd_bf16_pack_b_avx512(k + b * ks[0] + h * ks[1], SD_F32, 1, ks[2], M, d, kpack + bh * kstride,
+					                      kpd * SD_BF16_NR);
+				else
+					sd_bf16_pack_b_avx512(v + b * vs[0] + h * vs[1], SD_F32, 0, vs[2], dv, M, vpack + bh * vstride,
+					                      kpm * SD_BF16_NR);
+			}
+		}
 		int64_t tk = M < TK ? M : TK, tq = N < TQ ? N : TQ;
 		float *S = sd_workspace(2, (size_t)(tq * tk));
 		float *O = sd_workspace(3, (size_t)(tq * dv));
 		float *ml = sd_workspace(4, (size_t)(2 * tq));
-		float *cp = sd_workspace(5, (size_t)(tq * d + tk * (d > dv ? d : dv)));
+		/* f32: row copies of a Q or K/V tile; bf16: the Q tile's and the weights' bf16 rows */
+		float *cp = sd_workspace(5, bf16 ? (size_t)(ROUND8(tq) * (kpd + (tk + 1) / 2))
+		                                 : (size_t)(tq * d + tk * (d > dv ? d : dv)));
 		if (!S || !O || !ml || !cp) failed = 1;
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t it = 0; it < items; it++) {
@@ -82,46 +159,40 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 			int64_t qt = it % ntq, bh = it / ntq, b = bh / H, h = bh % H;
 			int64_t i0 = qt * TQ, nq = N - i0 < TQ ? N - i0 : TQ;
 			float *m = ml, *l = ml + tq;
-			int64_t ldq, ldk, ldv;
-			const float *Q = rows_of(q + b * qs[0] + h * qs[1] + i0 * qs[2], qs[2], nq, d, cp, &ldq);
+			const float *Qrow = q + b * qs[0] + h * qs[1] + i0 * qs[2];
 			const float *Kb = k + b * ks[0] + h * ks[1], *Vb = v + b * vs[0] + h * vs[1];
+			int64_t ldq = 0;
+			const float *Q = NULL;
+			uint32_t *Qh = (uint32_t *)cp, *P = Qh + ROUND8(tq) * kpd;
+			if (bf16) {
+				memset(Qh, 0, (size_t)(ROUND8(nq) * kpd) * sizeof(uint32_t));
+				for (int64_t i = 0; i < nq; i++)
+					sd_f32_to_bf16_n(Qrow + i * qs[2], (uint16_t *)(Qh + i * kpd), (size_t)d);
+			} else {
+				Q = rows_of(Qrow, qs[2], nq, d, cp, &ldq);
+			}
 			for (int64_t i = 0; i < nq; i++) { m[i] = -INFINITY; l[i] = 0.0f; }
 			memset(O, 0, (size_t)(nq * dv) * sizeof(float));
 			int64_t kend = causal ? (M < i0 + nq ? M : i0 + nq) : M;
 			for (int64_t j0 = 0; j0 < kend; j0 += TK) {
-				int64_t nk = kend - j0 < TK ? kend - j0 : TK;
-				const float *Kt = rows_of(Kb + j0 * ks[2], ks[2], nk, d, cp + tq * d, &ldk);
-				sd_sgemm(0, 1, nq, nk, d, scale, Q, ldq, Kt, ldk, 0.0f, S, nk);
-				for (int64_t i = 0; i < nq; i++) {
-					float *s = S + i * nk;
-					int64_t valid = nk;
-					if (causal) {
-						valid = i0 + i - j0 + 1;
-						if (valid > nk) valid = nk;
-						if (valid < 0) valid = 0;
-					}
-					if (valid == 0) {
-						memset(s, 0, (size_t)nk * sizeof(float));
-						continue;
-					}
-					float mx = avx512 ? sd_attn_rowmax_avx512(s, valid) : sd_attn_rowmax(s, valid);
-					float mnew = mx > m[i] ? mx : m[i];
-					if (mnew == -INFINITY) { /* every score -inf: contributes nothing */
-						memset(s, 0, (size_t)nk * sizeof(float));
-						continue;
-					}
-					float sum = avx512 ? sd_attn_expsum_avx512(s, valid, mnew) : sd_attn_expsum(s, valid, mnew);
-					if (valid < nk) memset(s + valid, 0, (size_t)(nk - valid) * sizeof(float));
-					float alpha = expf(m[i] - mnew); /* 0 on the first tile */
-					if (alpha != 1.0f) {
-						float *o = O + i * dv;
-						for (int64_t j = 0; j < dv; j++) o[j] *= alpha;
-					}
-					l[i] = l[i] * alpha + sum;
-					m[i] = mnew;
+				int64_t nk = kend - j0 < TK ? kend - j0 : TK, ldp = (nk + 1) / 2;
+				if (bf16) {
+					sd_bf16_gemm_rows_avx512(nq, nk, kpd, scale * (float)M_LOG2E, Qh, kpd,
+					                         kpack + bh * kstride + j0 / SD_BF16_NR * kpd * SD_BF16_NR,
+					                         kpd * SD_BF16_NR, 0.0f, S, nk);
+					if (nq % 8) memset(P + nq * ldp, 0, (size_t)((ROUND8(nq) - nq) * ldp) * sizeof(uint32_t));
+					softmax_tile(S, nq, nk, i0, j0, causal, avx512, m, l, O, dv, (uint16_t *)P, ldp);
+					sd_bf16_gemm_rows_avx512(nq, dv, ldp, 1.0f, P, ldp,
+					                         vpack + bh * vstride + j0 / 2 * SD_BF16_NR, kpm * SD_BF16_NR,
+					                         1.0f, O, dv);
+				} else {
+					int64_t ldk, ldv;
+					const float *Kt = rows_of(Kb + j0 * ks[2], ks[2], nk, d, cp + tq * d, &ldk);
+					sd_sgemm(0, 1, nq, nk, d, scale, Q, ldq, Kt, ldk, 0.0f, S, nk);
+					softmax_tile(S, nq, nk, i0, j0, causal, avx512, m, l, O, dv, NULL, 0);
+					const float *Vt = rows_of(Vb + j0 * vs[2], vs[2], nk, dv, cp + tq * d, &ldv);
+					sd_sgemm(0, 0, nq, dv, nk, 1.0f, S, nk, Vt, ldv, 1.0f, O, dv);
 				}
-				const float *Vt = rows_of(Vb + j0 * vs[2], vs[2], nk, dv, cp + tq * d, &ldv);
-				sd_sgemm(0, 0, nq, dv, nk, 1.0f, S, nk, Vt, ldv, 1.0f, O, dv);
 			}
 			for (int64_t i = 0; i < nq; i++) {
 				float *dst = out + ((b * N + i0 + i) * H + h) * dv;

@@ -44,6 +44,8 @@
 #define KSLICE_COL_FLOATS (4 << 20)
 #define KSLICE_MIN_ROWS 64
 #define KSLICE_OUT_FLOATS (8 << 20) /* the og x n*ohw result: at most 32 MB */
+/* im2col slice of the bf16 per-thread bands: 256 KB, so that it is packed from L2 */
+#define BF16_SLICE_FLOATS (64 << 10)
 #ifndef SD_CONV_GATHER_PAR
 #define SD_CONV_GATHER_PAR (1 << 14)
 #endif
@@ -168,9 +170,10 @@ static void scatter_batch(const float *t, int64_t cnt, int64_t j0, int64_t o, in
 
 /* Precision bf16: the weights of each group are packed to bf16 once per call, then multiplied
  * with each im2col band (or, for 1x1 convolutions, the input itself) by the bf16 kernel, which
- * adds the bias. Large images: each thread takes whole bands (gathers, packs and multiplies them
- * single-threaded, as the f32 per-thread path below), one parallel region per call. Small
- * images: one band at a time, gathered by all threads, the product split over the threads. */
+ * adds the bias. Large images: each thread takes whole bands, one parallel region per call, and
+ * packs a band's columns for the kernel a slice of BF16_SLICE_FLOATS rows at a time (gathered
+ * into L2, then converted), multiplying the band once packed. Small images: one band at a time,
+ * gathered by all threads, the product split over the threads. */
 static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                      const char *wbytes, sd_dtype wdt, int64_t o, int64_t kh, int64_t kw,
                      const float *bias, const sd_conv2d_params *p, float *y)
@@ -214,17 +217,24 @@ static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 				}
 				if (perthread) {
 					int failed = 0;
+					int64_t bstride = (kdim + 1) / 2 * SD_BF16_NR;
+					int64_t rc = BF16_SLICE_FLOATS / np / 2 * 2;
+					if (rc < 2) rc = 2;
 #pragma omp parallel reduction(| : failed)
 					{
-						float *colt = sd_workspace(2, (size_t)(kdim * np));
-						if (!colt) failed = 1;
+						float *colt = sd_workspace(2, (size_t)(rc * np));
+						uint32_t *pb = (uint32_t *)sd_workspace(1, (size_t)((np + SD_BF16_NR - 1) / SD_BF16_NR * bstride));
+						if (!colt || !pb) failed = 1;
 #pragma omp for schedule(dynamic, 1)
 						for (int64_t band = 0; band < nb; band++) {
 							if (failed) continue;
 							int64_t p0 = band * np, cnt = ohw - p0 < np ? ohw - p0 : np;
-							im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, 0, kdim, p0, cnt, colt, 0);
-							failed |= sd_gemm_bf16_packed(&pk, 0, cnt, 1.0f, colt, SD_F32, cnt, 0.0f, yg + p0,
-							                              ohw, brow, NULL) != 0;
+							for (int64_t r0 = 0; r0 < kdim; r0 += rc) {
+								int64_t rn = kdim - r0 < rc ? kdim - r0 : rc;
+								im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, r0, rn, p0, cnt, colt, 0);
+								sd_bf16_pack_b_avx512(colt, SD_F32, 0, cnt, cnt, rn, pb + r0 / 2 * SD_BF16_NR, bstride);
+							}
+							sd_bf16_gemm_prepacked_avx512(&pk, pb, bstride, cnt, yg + p0, ohw, brow);
 						}
 					}
 					if (failed) return sd_seterr("conv2d: out of memory for the bf16 band workspaces");

@@ -10,9 +10,13 @@
 #include "gemm.h"
 #include "sd_error.h"
 
-#define MR 8    /* rows of A per panel, rows of the C tile */
-#define NR 48   /* columns of B per panel: three zmm of 16 f32 accumulators */
-#define KCP 128 /* bf16 pairs of k per block: a B panel block is 24 KB (L1) */
+#define MR 8          /* rows of A per panel, rows of the C tile */
+#define NR SD_BF16_NR /* columns of B per panel: three zmm of 16 f32 accumulators */
+/* bf16 pairs of k per block at most (gemm_bf16.h); k is cut into equal blocks (block_pairs) */
+#ifndef SD_BF16_KCP
+#define SD_BF16_KCP 768
+#endif
+#define KCP SD_BF16_KCP
 
 /* Budgets of the packed operands, in bytes. */
 #define A_BUDGET ((int64_t)32 << 20)
@@ -70,44 +74,49 @@ static inline float elem_f32(const void *p, sd_dtype dt, int64_t i)
 
 /* ---- packing ---- */
 
+/* pairs per k block: kp cut into equal blocks of at most KCP */
+static int64_t block_pairs(int64_t kp)
+{
+	int64_t nkb = (kp + KCP - 1) / KCP;
+	return nkb ? (kp + nkb - 1) / nkb : 1;
+}
+
 int64_t sd_bf16_rows_per_chunk(int64_t k)
 {
-	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP;
-	int64_t row_bytes = nkb * KCP * 4;
+	int64_t kp = (k + 1) / 2, kc = block_pairs(kp), nkb = (kp + kc - 1) / kc;
+	int64_t row_bytes = nkb * kc * 4;
 	if (row_bytes < 4) row_bytes = 4;
 	int64_t rows = A_BUDGET / row_bytes / MR * MR;
 	return rows < MR ? MR : rows;
 }
 
-/* A panel ip (rows ip*MR ..) into blocks: block (kb, ip) at pa + (kb*npa + ip)*MR*KCP dwords,
- * row r of the panel at + r*KCP. Rows past m and pairs past k are zeros. */
+/* A panel ip (rows ip*MR ..) into blocks of kc pairs: block (kb, ip) at pa + (kb*npa + ip)*MR*kc
+ * dwords, row r of the panel at + r*kc. Rows past m and pairs past k are zeros. */
 static void pack_a_panel(const void *a, sd_dtype dt, int64_t lda, int64_t m, int64_t k,
-                         int64_t ip, int64_t npa, int64_t nkb, uint32_t *pa)
+                         int64_t ip, int64_t npa, int64_t kc, int64_t nkb, uint32_t *pa)
 {
 	size_t esz = sd_dtype_size(dt);
 	for (int r = 0; r < MR; r++) {
 		int64_t i = ip * MR + r;
 		for (int64_t kb = 0; kb < nkb; kb++) {
-			uint16_t *d = (uint16_t *)(pa + ((size_t)(kb * npa + ip) * MR + (size_t)r) * KCP);
-			int64_t k0 = kb * 2 * KCP, cnt = k - k0 < 2 * KCP ? k - k0 : 2 * KCP;
+			uint16_t *d = (uint16_t *)(pa + ((size_t)(kb * npa + ip) * MR + (size_t)r) * kc);
+			int64_t k0 = kb * 2 * kc, cnt = k - k0 < 2 * kc ? k - k0 : 2 * kc;
 			if (i < m) {
 				row_to_bf16((const char *)a + (size_t)(i * lda + k0) * esz, dt, cnt, d);
-				if (cnt < 2 * KCP) memset(d + cnt, 0, (size_t)(2 * KCP - cnt) * sizeof(uint16_t));
+				if (cnt < 2 * kc) memset(d + cnt, 0, (size_t)(2 * kc - cnt) * sizeof(uint16_t));
 			} else {
-				memset(d, 0, 2 * KCP * sizeof(uint16_t));
+				memset(d, 0, (size_t)(2 * kc) * sizeof(uint16_t));
 			}
 		}
 	}
 }
 
-/* B panel jp (columns jp*NR ..) of op(B) (k x n): pair p at pb + (jp*kp + p)*NR dwords, column
- * jj's pair (B[2p][j], B[2p+1][j]) in dword jj. Columns past n and the pair past k are zeros.
- */
+/* The panel of op(B) (k x n) at columns j0.. into d: pair p at d + p*NR dwords, column jj's pair
+ * (B[2p][j], B[2p+1][j]) in dword jj. Columns past n and the pair past k are zeros. */
 static void pack_b_panel(const void *b, sd_dtype dt, int transb, int64_t ldb, int64_t n, int64_t k,
-                         int64_t j0, int64_t jp, uint32_t *pb)
+                         int64_t j0, uint32_t *d)
 {
 	int64_t kp = (k + 1) / 2, nc = n - j0 < NR ? n - j0 : NR;
-	uint32_t *d = pb + (size_t)(jp * kp) * NR;
 	if (!transb && dt == SD_F32) {
 		/* rows 2p and 2p+1, 16 columns at a time: convert both, interleave the halves */
 		const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
@@ -188,7 +197,7 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
  * without the separate VPBROADCASTD, measured the same: the VDPBF16PS throughput is the limit.) */
 #define STEP(i)                                                                 \
 	{                                                                       \
-		__m512bh a_ = (__m512bh)_mm512_set1_epi32((int)a[(i) * KCP + p]); \
+		__m512bh a_ = (__m512bh)_mm512_set1_epi32((int)a[(i) * lda + p]); \
 		c##i##0 = _mm512_dpbf16_ps(c##i##0, b0, a_);                      \
 		if (nv > 1) c##i##1 = _mm512_dpbf16_ps(c##i##1, b1, a_);          \
 		if (nv > 2) c##i##2 = _mm512_dpbf16_ps(c##i##2, b2, a_);          \
@@ -203,11 +212,12 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
 		store_vec(cr + 32, m2, c##i##2, br, bc ? bc + 32 : NULL, t);              \
 	}
 
-/* nv: column vectors of the tile that hold columns (1, 2 or 3 of 16): a narrow edge panel
- * (n mod 48 <= 32) does only the work of its columns. */
+/* a: the 8 rows of the A panel (all readable), lda dwords apart. nv: column vectors of the tile
+ * that hold columns (1, 2 or 3 of 16): a narrow edge panel (n mod 48 <= 32) does only the work
+ * of its columns. */
 static inline __attribute__((always_inline)) void
-kernel_nv(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr, int nr,
-          const tile_args *t, const int nv)
+kernel_nv(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
+          int mr, int nr, const tile_args *t, const int nv)
 {
 	DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
 	for (int64_t p = 0; p < kc; p++) {
@@ -221,36 +231,98 @@ kernel_nv(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ld
 	STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 }
 
-static void kernel1(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
-                    int nr, const tile_args *t)
+static void kernel1(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
+                    int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 1);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 1);
 }
 
-static void kernel2(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
-                    int nr, const tile_args *t)
+static void kernel2(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
+                    int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 2);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 2);
 }
 
-static void kernel3(int64_t kc, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
-                    int nr, const tile_args *t)
+static void kernel3(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
+                    int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, b, c, ldc, mr, nr, t, 3);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3);
 }
 
 /* ---- drivers ---- */
 
+/* The left operand as the micro-kernel reads it: k in blocks of kc pairs; the 8-row panel ip of
+ * k block kb starts at data + kb * kstride + ip * pstride (dwords), its rows lda dwords apart. */
+typedef struct a_panels {
+	const uint32_t *data;
+	int64_t kc, kstride, pstride, lda;
+} a_panels;
+
+/* C rows [ip0*MR, min(ip1*MR, m)) by the columns of B panels [jp0, jp1) (of n), k blocks in
+ * order: C = alpha A.B + beta C (+ biases) with B panel jp at pb + jp * bstride dwords. */
+static void tiles(const a_panels *A, int64_t m, int64_t ip0, int64_t ip1, const uint32_t *pb,
+                  int64_t bstride, int64_t n, int64_t jp0, int64_t jp1, int64_t kp, float alpha,
+                  float beta, float *c, int64_t ldc, const float *bias_row, const float *bias_col)
+{
+	int64_t nkb = (kp + A->kc - 1) / A->kc;
+	for (int64_t kb = 0; kb < nkb; kb++) {
+		int64_t kc = kp - kb * A->kc < A->kc ? kp - kb * A->kc : A->kc;
+		for (int64_t jp = jp0; jp < jp1; jp++) {
+			const uint32_t *bpan = pb + (size_t)(jp * bstride + kb * A->kc * NR);
+			int64_t j = jp * NR;
+			int nr = (int)(n - j < NR ? n - j : NR);
+			void (*kern)(int64_t, const uint32_t *, int64_t, const uint32_t *, float *, int64_t, int,
+			             int, const tile_args *) = nr > 32 ? kernel3 : nr > 16 ? kernel2 : kernel1;
+			for (int64_t ip = ip0; ip < ip1; ip++) {
+				int64_t i = ip * MR;
+				int mr = (int)(m - i < MR ? m - i : MR);
+				tile_args t = {alpha, beta, kb == 0, bias_row ? bias_row + i : NULL,
+				               bias_col ? bias_col + j : NULL};
+				kern(kc, A->data + (size_t)(kb * A->kstride + ip * A->pstride), A->lda, bpan,
+				     c + i * ldc + j, ldc, mr, nr, &t);
+			}
+		}
+	}
+}
+
+int64_t sd_bf16_packed_b_dwords(int64_t n, int64_t k)
+{
+	return (n + NR - 1) / NR * ((k + 1) / 2) * NR;
+}
+
+void sd_bf16_pack_b_avx512(const void *b, sd_dtype bdt, int transb, int64_t ldb, int64_t n,
+                           int64_t k, uint32_t *pb, int64_t bstride)
+{
+	for (int64_t jp = 0; jp * NR < n; jp++) pack_b_panel(b, bdt, transb, ldb, n, k, jp * NR, pb + jp * bstride);
+}
+
+void sd_bf16_gemm_prepacked_avx512(const sd_bf16_pack *pk, const uint32_t *pb, int64_t bstride,
+                                   int64_t n, float *c, int64_t ldc, const float *bias_row)
+{
+	int64_t kp = (pk->k + 1) / 2, kc = block_pairs(kp), npa = (pk->m + MR - 1) / MR;
+	a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc};
+	tiles(&A, pk->m, 0, npa, pb, bstride, n, 0, (n + NR - 1) / NR, kp, 1.0f, 0.0f, c, ldc, bias_row, NULL);
+}
+
+void sd_bf16_gemm_rows_avx512(int64_t m, int64_t n, int64_t kp, float alpha, const uint32_t *a,
+                              int64_t lda, const uint32_t *pb, int64_t bstride, float beta, float *c,
+                              int64_t ldc)
+{
+	a_panels A = {a, block_pairs(kp), block_pairs(kp), MR * lda, lda};
+	tiles(&A, m, 0, (m + MR - 1) / MR, pb, bstride, n, 0, (n + NR - 1) / NR, kp, alpha, beta, c, ldc,
+	      NULL, NULL);
+}
+
 int sd_bf16_pack_a_avx512(sd_bf16_pack *pk, int64_t m, int64_t k, const void *a, sd_dtype adt,
                           int64_t lda)
 {
-	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP, npa = (m + MR - 1) / MR;
-	size_t dwords = (size_t)(nkb * npa) * MR * KCP;
+	int64_t kp = (k + 1) / 2, kc = block_pairs(kp), nkb = (kp + kc - 1) / kc, npa = (m + MR - 1) / MR;
+	size_t dwords = (size_t)(nkb * npa) * MR * kc;
 	uint32_t *pa = (uint32_t *)sd_workspace(0, dwords);
 	if (!pa) return -1;
 	int par = !omp_in_parallel() && omp_get_max_threads() > 1 && npa > 1 && m * k >= (1 << 15);
 #pragma omp parallel for schedule(static) if (par)
-	for (int64_t ip = 0; ip < npa; ip++) pack_a_panel(a, adt, lda, m, k, ip, npa, nkb, pa);
+	for (int64_t ip = 0; ip < npa; ip++) pack_a_panel(a, adt, lda, m, k, ip, npa, kc, nkb, pa);
 	pk->data = pa;
 	pk->m = m;
 	pk->k = k;
@@ -280,7 +352,7 @@ int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, fl
 		bias_only(m, n, beta, c, ldc, bias_row, bias_col);
 		return 0;
 	}
-	int64_t kp = (k + 1) / 2, nkb = (kp + KCP - 1) / KCP, npa = (m + MR - 1) / MR;
+	int64_t kp = (k + 1) / 2, npa = (m + MR - 1) / MR;
 	size_t bsz = sd_dtype_size(bdt);
 	/* columns per chunk of packed B */
 	int64_t ncols = B_BUDGET / (kp * 4) / NR * NR;
@@ -305,30 +377,16 @@ int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, fl
 		{
 #pragma omp for schedule(static)
 			for (int64_t jp = 0; jp < npb; jp++)
-				pack_b_panel(bc, bdt, transb, ldb, nc, k, jp * NR, jp, pb);
+				pack_b_panel(bc, bdt, transb, ldb, nc, k, jp * NR, pb + (size_t)(jp * kp) * NR);
+			int64_t kc = block_pairs(kp);
+			a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc};
 #pragma omp for schedule(dynamic, 1)
 			for (int64_t it = 0; it < items; it++) {
 				int64_t ia = it % nia, ib = it / nia;
 				int64_t ip0 = ia * ma, ip1 = ip0 + ma < npa ? ip0 + ma : npa;
 				int64_t jp0 = ib * nb, jp1 = jp0 + nb < npb ? jp0 + nb : npb;
-				for (int64_t kb = 0; kb < nkb; kb++) {
-					int64_t kc = kp - kb * KCP < KCP ? kp - kb * KCP : KCP;
-					for (int64_t jp = jp0; jp < jp1; jp++) {
-						const uint32_t *bpan = pb + (size_t)(jp * kp + kb * KCP) * NR;
-						int64_t j = n0 + jp * NR;
-						int nr = (int)(n - j < NR ? n - j : NR);
-						void (*kern)(int64_t, const uint32_t *, const uint32_t *, float *, int64_t, int,
-						             int, const tile_args *) = nr > 32 ? kernel3 : nr > 16 ? kernel2 : kernel1;
-						for (int64_t ip = ip0; ip < ip1; ip++) {
-							int64_t i = ip * MR;
-							int mr = (int)(m - i < MR ? m - i : MR);
-							tile_args t = {alpha, beta, kb == 0, bias_row ? bias_row + i : NULL,
-							               bias_col ? bias_col + j : NULL};
-							kern(kc, pk->data + (size_t)(kb * npa + ip) * MR * KCP, bpan,
-							       c + i * ldc + j, ldc, mr, nr, &t);
-						}
-					}
-				}
+				tiles(&A, m, ip0, ip1, pb, kp * NR, nc, jp0, jp1, kp, alpha, beta, c + n0, ldc, bias_row,
+				      bias_col ? bias_col + n0 : NULL);
 			}
 		}
 	}

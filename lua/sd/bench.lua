@@ -11,6 +11,8 @@
 --     (sd.memory), and for the U-Net and the VAE decoder the GFLOP/s counted by the profiler
 --     (sd.profile: FLOPs from the layer shapes) over their wall time, as a ratio to cblas_sgemm
 --     (T.matmul of 2048^3 f32, best of 5, measured in the same process before and after);
+--   * the same 512x512 run with precision = "bf16" (when the CPU has AVX512_BF16): seconds per step
+--     over the f32 floor (the issue's 922 GFLOP per sample / the same-run sgemm rate);
 --   * the same 512x512 run from an f32 stand-in (written once too; 1 step): peak RSS;
 --   * a 1024x1024 decode (VAE tiling, 64-latent tiles): peak RSS and time.
 -- Prints one table and puts it (with the machine) into docs/performance.md between the
@@ -23,6 +25,9 @@ local clock = core.clock
 local M = {}
 
 M.CHECKPOINT = "build/bench/sd15-f16.safetensors"
+-- the SD 1.5 U-Net's FLOPs per sample at 512x512 as the issue counts them (the f32 floor of the
+-- bf16 target); sdlua's own count, from the layer shapes, is printed beside it
+M.UNET_FLOPS_512 = 922e9
 M.CHECKPOINT_F32 = "build/bench/sd15-f32.safetensors"
 M.PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed"
 M.NEGATIVE = "blurry, low quality"
@@ -61,6 +66,8 @@ function M.sgemm_rate(n, reps)
   n, reps = n or 2048, reps or 5
   local profiling = core.profile().enabled
   if profiling then core.profile(false) end -- not part of what is measured
+  local precision = core.precision()
+  core.precision("f32") -- cblas_sgemm even inside a bf16 run
   local g = core.rng.torch(1)
   local a, b = T.randn({n, n}, g), T.randn({n, n}, g)
   local best = math.huge
@@ -72,6 +79,7 @@ function M.sgemm_rate(n, reps)
     if dt < best then best = dt end
   end
   a:release(); b:release()
+  core.precision(precision)
   if profiling then core.profile(true) end
   return 2 * n * n * n / best / 1e9
 end
@@ -122,7 +130,8 @@ end
 -- child jobs
 
 -- txt2img (or only a decode) in this process; returns the measurements.
---   job = {path, width, height, steps, guidance, dtype (nil or "f32"), decode_only}
+--   job = {path, width, height, steps, guidance, dtype (nil or "f32"), precision (nil or "bf16"),
+--          decode_only}
 function M.run_job(job)
   local r = {}
   local sgemm1 = M.sgemm_rate()
@@ -157,7 +166,7 @@ function M.run_job(job)
   else
     local ok = pcall(function() pipe:get_tokenizer() end)
     local args = {prompt = M.PROMPT, negative_prompt = M.NEGATIVE, steps = job.steps, guidance = job.guidance,
-      seed = 1, scheduler = "euler", width = job.width, height = job.height}
+      seed = 1, scheduler = "euler", width = job.width, height = job.height, precision = job.precision}
     if not ok then
       -- no vocabulary: fixed token ids (BOS, a few words, EOS padding), the encoder timed alone
       local ids = {49406, 320, 1125, 539, 550, 18376, 6765, 320, 2887, 49407}
@@ -198,6 +207,7 @@ function M.run_job(job)
     r.step_seconds = info.step_seconds
     r.decode_seconds = info.decode_seconds
     r.step_heap_peaks = step_peaks
+    r.precision = info.precision
   end
   r.peak_rss = math.max(max_rss, peak_rss())
   r.unet = unet
@@ -323,6 +333,21 @@ function M.table(res)
     lines[#lines + 1] = string.format("\n* 512×512 from the f32 stand-in (`build/bench/sd15-f32.safetensors`, 4.27 GB, mapped; 1 step, CFG): **peak RSS %.2f GB** (target ≤ 5 GB), load %.2f s.",
       res.f32.peak_rss / GB, res.f32.load_seconds)
   end
+  if res.bf16 then
+    local r = res.bf16
+    local floors, own = {}, {}
+    local per_sample = r.unet.flops / (r.unet.calls * 2)
+    for i, t in ipairs(r.step_seconds) do
+      local rate = (r.sgemm_all[i] + r.sgemm_all[i + 1]) / 2 * 1e9
+      floors[i] = t / (2 * M.UNET_FLOPS_512 / rate)
+      own[i] = t / (2 * per_sample / rate)
+    end
+    lines[#lines + 1] = string.format("* precision bf16 (AVX512_BF16 dot products in convolutions, linear layers and attention), 512×512, CFG, f16 weights: seconds per step %s; **step / f32 floor %s** (target ≤ 0.6; floor = 2 × %.0f GFLOP, the issue's count per sample, ÷ the sgemm rate measured around that step; by sdlua's own count of %.0f GFLOP: %s); U-Net %.0f GFLOP/s; VAE decode %.2f s; peak RSS %.2f GB.",
+      fmt_list(r.step_seconds, function(v) return string.format("%.2f", v) end),
+      fmt_list(floors, function(v) return string.format("%.2f", v) end), M.UNET_FLOPS_512 / 1e9, per_sample / 1e9,
+      fmt_list(own, function(v) return string.format("%.2f", v) end), r.unet.flops / r.unet.seconds / 1e9,
+      r.decode_seconds, r.peak_rss / GB)
+  end
   if res.d1024 then
     lines[#lines + 1] = string.format("* 1024×1024 decode (tiled: 64×64-latent tiles, overlap 16), f16 weights: peak RSS %.2f GB, %.1f s (%.0f GFLOP counted, %.2f of sgemm).",
       res.d1024.peak_rss / GB, res.d1024.decode_seconds, res.d1024.vae.flops / 1e9, res.d1024.vae_ratios[1])
@@ -380,6 +405,14 @@ function M.main(args)
   local res = {}
   res.r256 = child{label = "txt2img 256x256 CFG, 3 steps", path = M.CHECKPOINT, width = 256, height = 256, steps = 3, guidance = 7.5}
   res.r512 = child{label = "txt2img 512x512 CFG, 2 steps", path = M.CHECKPOINT, width = 512, height = 512, steps = 2, guidance = 7.5}
+  local precision = core.precision()
+  local has_bf16 = select(2, core.precision("bf16")) -- AVX512_BF16 present (and not capped)
+  core.precision(precision)
+  if has_bf16 then
+    res.bf16 = child{label = "txt2img 512x512 CFG, 2 steps, precision bf16", path = M.CHECKPOINT, width = 512,
+      height = 512, steps = 2, guidance = 7.5, precision = "bf16"}
+    if res.bf16.precision ~= "bf16" then res.bf16 = nil end
+  end
   if not quick then
     ensure_checkpoint(M.CHECKPOINT_F32, "f32")
     res.f32 = child{label = "txt2img 512x512 CFG, 1 step, f32 weights", path = M.CHECKPOINT_F32, width = 512,

@@ -4,7 +4,20 @@
 
 #include "attention.h"
 #include "check.h"
+#include "cpu.h"
+#include "dtype.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
+#include "precision.h"
+
+/* Set while the cases run under precision bf16: the reference then takes q, k, v rounded to
+ * bf16, so what is left to tolerate is the bf16 rounding of the softmax weights. */
+static int bf16_mode;
+
+static void round_bf16(float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) x[i] = sd_bf16_to_f32(sd_f32_to_bf16(x[i]));
+}
 
 typedef struct {
 	int64_t B, H, N, M, d, dv;
@@ -66,20 +79,26 @@ static void run_case(acase c, unsigned long long seed)
 	check_fill(v, nv, seed + 2);
 	for (int64_t i = 0; i < nq; i++) q[i] *= c.amp;
 	for (int64_t i = 0; i < no; i++) out[i] = NAN;
-	ref_attn(&c, q, k, v, want, mag);
 	int rc = sd_attention(c.B, c.H, c.N, c.M, c.d, c.dv, q, c.qs, k, c.ks, v, c.vs, c.scale, c.causal, out);
 	CHECK(rc == 0, "attention failed");
+	if (bf16_mode) {
+		round_bf16(q, nq);
+		round_bf16(k, nk);
+		round_bf16(v, nv);
+	}
+	ref_attn(&c, q, k, v, want, mag);
 	double worst = 0;
 	/* f32 scores: the error of a score is ~ eps * |scale| * sum |q k|, which exp turns into a
-	 * relative error of the weights */
-	double tol = 2e-5 * (1 + c.amp * fabs(c.scale) * c.d / 4);
+	 * relative error of the weights. bf16: each weight is rounded to 8 bits (2^-9 relative) while
+	 * the sum that divides them is not: at most 2 * 2^-9 of the weighted |v|. */
+	double tol = 2e-5 * (1 + c.amp * fabs(c.scale) * c.d / 4) + (bf16_mode ? 4.5e-3 : 0);
 	for (int64_t i = 0; i < no; i++) {
 		double r = fabs(out[i] - want[i]) / (tol * (mag[i] + 1e-3));
 		if (!(r <= worst)) worst = r;
 	}
-	CHECK(worst <= 1, "B=%lld H=%lld N=%lld M=%lld d=%lld dv=%lld causal=%d: error %.3g x tolerance",
-	      (long long)c.B, (long long)c.H, (long long)c.N, (long long)c.M, (long long)c.d,
-	      (long long)c.dv, c.causal, worst);
+	CHECK(worst <= 1, "%sB=%lld H=%lld N=%lld M=%lld d=%lld dv=%lld causal=%d: error %.3g x tolerance",
+	      bf16_mode ? "bf16: " : "", (long long)c.B, (long long)c.H, (long long)c.N, (long long)c.M,
+	      (long long)c.d, (long long)c.dv, c.causal, worst);
 	free(q); free(k); free(v); free(out); free(want); free(mag);
 }
 
@@ -180,6 +199,33 @@ static void test_rowhelpers(void)
 	CHECK(z[0] == 0.0f && z[1] == 1.0f && isnan(z[2]), "exp(-inf)=%g exp(0)=%g exp(nan)=%g", z[0], z[1], z[2]);
 }
 
+/* Precision bf16 on an AVX512_BF16 CPU: the same cases through the bf16 path, and key tiles of
+ * that path (SD_ATTN_TK_BF16 = 768 keys) with ragged ends, odd head sizes and the U-Net's. */
+static void test_bf16(void)
+{
+	sd_set_precision(SD_PRECISION_BF16);
+	CHECK(sd_gemm_bf16_enabled(), "bf16 path not enabled");
+	bf16_mode = 1;
+	test_small();
+	test_tiles();
+	test_causal();
+	test_strides_scale();
+	unsigned long long s = 40;
+	run_case(mk(1, 2, 140, 1700, 40, 40, 0, 1), s++); /* 3 key tiles, the last 164 keys */
+	run_case(mk(2, 1, 75, 769, 7, 9, 1, 0), s++);     /* odd d and dv, one key past a tile */
+	run_case(mk(1, 1, 33, 97, 80, 80, 0, 1), s++);
+	run_case(mk(1, 1, 9, 50, 160, 33, 0, 0), s++);
+	/* f32 and bf16 results differ by bf16 rounding, so the path was really taken */
+	acase c = mk(1, 1, 16, 16, 8, 8, 0, 0);
+	float q[128], out32[128], out16[128];
+	check_fill(q, 128, 7);
+	CHECK(sd_attention(1, 1, 16, 16, 8, 8, q, c.qs, q, c.ks, q, c.vs, c.scale, 0, out16) == 0, "bf16 run");
+	sd_set_precision(SD_PRECISION_F32);
+	CHECK(sd_attention(1, 1, 16, 16, 8, 8, q, c.qs, q, c.ks, q, c.vs, c.scale, 0, out32) == 0, "f32 run");
+	CHECK(memcmp(out16, out32, sizeof out16) != 0, "bf16 and f32 outputs are identical");
+	bf16_mode = 0;
+}
+
 static void test_edge(void)
 {
 	float q[4] = {1, 2, 3, 4}, out[4] = {1, 1, 1, 1};
@@ -199,6 +245,10 @@ int main(void)
 	RUN("attention: broadcast/padded strides, sharp softmax", test_strides_scale());
 	RUN("attention: row max and exp-sum helpers", test_rowhelpers());
 	RUN("attention: M=0 and rejected arguments", test_edge());
+	if (sd_cpu_features()->avx512_bf16)
+		RUN("attention: precision bf16 (bf16 dot products, f32 softmax sums)", test_bf16());
+	else
+		printf("skip - attention: precision bf16: this CPU has no AVX512_BF16 (%s)\n", sd_cpu_describe());
 	sd_workspace_release();
 	CHECK_DONE();
 }

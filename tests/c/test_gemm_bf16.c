@@ -152,6 +152,14 @@ static double relerr(const float *x, const float *y, size_t n)
 	return d / (s > 0 ? s : 1);
 }
 
+/* a copy of x with every value rounded to bf16 */
+static float *rounded_copy(const float *x, int64_t n)
+{
+	float *r = malloc((size_t)n * sizeof(float));
+	for (int64_t i = 0; i < n; i++) r[i] = bf16_round(x[i]);
+	return r;
+}
+
 static void routing_cases(int expect_bf16)
 {
 	/* linear with bias: f32, f16 and bf16 weights */
@@ -174,9 +182,22 @@ static void routing_cases(int expect_bf16)
 		if (expect_bf16) CHECK(e > 0 && e < 2e-2, "linear %s: bf16 vs f32 relative %.3g", dtn(dts[d]), e);
 		else CHECK(e == 0, "linear %s: fallback differs from f32 by %.3g", dtn(dts[d]), e);
 	}
+	/* the bf16 path is exactly f32 arithmetic on operands rounded to bf16 */
+	if (expect_bf16) {
+		float *xr = rounded_copy(x, m * k), *wr = rounded_copy(w, n * k);
+		sd_set_precision(SD_PRECISION_F32);
+		CHECK(sd_linear(m, n, k, xr, k, wr, SD_F32, k, bias, y32, n) == 0, "linear f32, rounded operands");
+		sd_set_precision(SD_PRECISION_BF16);
+		CHECK(sd_linear(m, n, k, x, k, w, SD_F32, k, bias, y16, n) == 0, "linear bf16");
+		double e = relerr(y16, y32, (size_t)(m * n));
+		CHECK(e < 2e-6, "linear: bf16 vs f32 on rounded operands relative %.3g", e);
+		free(xr); free(wr);
+	}
 	/* conv2d: 3x3 pad 1 with groups, 3x3 stride 2, 1x1; bias */
 	struct { int64_t c, o, h, w, kh, s, pad, g; } cv[] = {
-		{6, 10, 9, 11, 3, 1, 1, 2}, {5, 7, 13, 12, 3, 2, 1, 1}, {9, 17, 7, 5, 1, 1, 0, 1}, {40, 48, 20, 20, 3, 1, 1, 1}};
+		{6, 10, 9, 11, 3, 1, 1, 2}, {5, 7, 13, 12, 3, 2, 1, 1}, {9, 17, 7, 5, 1, 1, 0, 1}, {40, 48, 20, 20, 3, 1, 1, 1},
+		/* per-thread bands packed in slices of rows, the last one odd (kdim 567) */
+		{63, 16, 40, 40, 3, 1, 1, 1}};
 	for (size_t ci = 0; ci < sizeof cv / sizeof cv[0]; ci++) {
 		int64_t N = 2, C = cv[ci].c, O = cv[ci].o, H = cv[ci].h, W = cv[ci].w, K = cv[ci].kh;
 		sd_conv2d_params p = {cv[ci].s, cv[ci].s, cv[ci].pad, cv[ci].pad, 1, 1, cv[ci].g};
@@ -192,6 +213,14 @@ static void routing_cases(int expect_bf16)
 		double e = relerr(yb, ya, yn);
 		if (expect_bf16) CHECK(e > 0 && e < 2e-2, "conv case %zu: bf16 vs f32 relative %.3g", ci, e);
 		else CHECK(e == 0, "conv case %zu: fallback differs from f32 by %.3g", ci, e);
+		if (expect_bf16) {
+			float *xr = rounded_copy(cx, (int64_t)xn), *wr = rounded_copy(cw, (int64_t)wn);
+			sd_set_precision(SD_PRECISION_F32);
+			CHECK(sd_conv2d(xr, N, C, H, W, wr, SD_F32, O, K, K, cb, &p, ya) == 0, "conv f32, rounded operands");
+			e = relerr(yb, ya, yn);
+			CHECK(e < 2e-6, "conv case %zu: bf16 vs f32 on rounded operands relative %.3g", ci, e);
+			free(xr); free(wr);
+		}
 		free(cx); free(cw); free(cb); free(ya); free(yb);
 	}
 	sd_set_precision(SD_PRECISION_F32);
@@ -359,9 +388,9 @@ int main(int argc, char **argv)
 		printf("skip - bf16 kernels: no AVX512_BF16 on this CPU (%s)\n", sd_cpu_describe());
 		CHECK_DONE();
 	}
-	RUN("bf16 gemm: odd shapes (size 1, k odd, edges of the 8x48 tile, k blocks of 256)", {
+	RUN("bf16 gemm: odd shapes (size 1, k odd, edges of the 8x48 tile, k in 2 and 3 blocks)", {
 		int64_t shapes[][3] = {{1, 1, 1}, {1, 1, 2}, {7, 5, 3}, {8, 48, 256}, {9, 49, 257}, {17, 97, 513},
-		                       {3, 130, 1}, {33, 47, 600}, {65, 200, 31}};
+		                       {3, 130, 1}, {33, 47, 600}, {65, 200, 31}, {11, 50, 1537}, {9, 20, 3073}};
 		for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
 			for (int tb = 0; tb < 2; tb++)
 				gemm_case(tb, shapes[s][0], shapes[s][1], shapes[s][2], SD_F32, SD_F32, 0, 1.0f, 0.0f, 0);

@@ -53,10 +53,12 @@ test.case("linear, conv2d and matmul under bf16: within bf16 rounding of f32", f
 end)
 
 -- The tiny reference pipelines with precision = "bf16": the errors beside the goldens' tolerance.
--- Loose bound for bf16: 6e-2 of the image range ([0, 1]) on the final image. Measured on this
--- machine (docs/performance.md): 0.008-0.021 on tiny-sd1, 0.020-0.046 on tiny-sd2, against
--- golden tolerances of 3e-5-9e-4; at most 12 of 255 in the 8-bit image.
-local IMAGE_BOUND = 6e-2
+-- Loose bound for bf16: 8e-2 of the image range ([0, 1]) on the final image. Measured on this
+-- machine with attention in bf16 too (docs/performance.md): 0.007-0.023 on tiny-sd1,
+-- 0.017-0.058 on tiny-sd2, against golden tolerances of 3e-5-9e-4; at most 15 of 255 in the
+-- 8-bit image. (The random-weight tiny models amplify differences over the steps; the U-Net
+-- output alone is within 0.9 % of its range.)
+local IMAGE_BOUND = 8e-2
 
 local pipes = {}
 for _, model in ipairs{"tiny-sd1", "tiny-sd2"} do
