@@ -200,7 +200,11 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
 		__m512bh a_ = (__m512bh)_mm512_set1_epi32((int)a[(i) * lda + p]); \
 		c##i##0 = _mm512_dpbf16_ps(c##i##0, b0, a_);                      \
 		if (nv > 1) c##i##1 = _mm512_dpbf16_ps(c##i##1, b1, a_);          \
-		if (nv > 2) c##i##2 = _mm512_dpbf16_ps(c##i##2, b2, a_);          \
+		if (nv > 2 && !half3) c##i##2 = _mm512_dpbf16_ps(c##i##2, b2, a_); \
+		if (nv > 2 && half3)                                              \
+			c##i##2 = _mm512_castps256_ps512(_mm256_dpbf16_ps(        \
+				_mm512_castps512_ps256(c##i##2), (__m256bh)_mm512_castsi512_si256((__m512i)b2), \
+				(__m256bh)_mm512_castsi512_si256((__m512i)a_)));  \
 	}
 #define STORE(i)                                                                          \
 	if ((i) < mr) {                                                                   \
@@ -214,17 +218,20 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
 
 /* a: the 8 rows of the A panel (all readable), lda dwords apart. nv: column vectors of the tile
  * that hold columns (1, 2 or 3 of 16): a narrow edge panel (n mod 48 <= 32) does only the work
- * of its columns. */
+ * of its columns. half3: the third vector holds at most 8 columns and runs as a ymm (on Zen 4 a
+ * zmm VDPBF16PS costs two ymm ones): 40 columns, attention's P.V with 40-wide heads. */
 static inline __attribute__((always_inline)) void
 kernel_nv(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
-          int mr, int nr, const tile_args *t, const int nv)
+          int mr, int nr, const tile_args *t, const int nv, const int half3)
 {
 	DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
 	for (int64_t p = 0; p < kc; p++) {
 		const uint32_t *bp = b + p * NR;
 		__m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
 		__m512bh b1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(bp + 16) : b0;
-		__m512bh b2 = nv > 2 ? (__m512bh)_mm512_loadu_si512(bp + 32) : b0;
+		__m512bh b2 = nv > 2 && half3 ? (__m512bh)_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bp + 32)))
+		              : nv > 2 ? (__m512bh)_mm512_loadu_si512(bp + 32)
+		                       : b0;
 		STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
 	}
 	__mmask16 m0 = mask16(nr), m1 = mask16(nr - 16), m2 = mask16(nr - 32);
@@ -234,19 +241,25 @@ kernel_nv(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *
 static void kernel1(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
                     int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 1);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 1, 0);
 }
 
 static void kernel2(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
                     int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 2);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 2, 0);
 }
 
 static void kernel3(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
                     int64_t ldc, int mr, int nr, const tile_args *t)
 {
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3);
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3, 0);
+}
+
+static void kernel2h(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
+                     int64_t ldc, int mr, int nr, const tile_args *t)
+{
+	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3, 1);
 }
 
 /* ---- drivers ---- */
@@ -272,7 +285,10 @@ static void tiles(const a_panels *A, int64_t m, int64_t ip0, int64_t ip1, const 
 			int64_t j = jp * NR;
 			int nr = (int)(n - j < NR ? n - j : NR);
 			void (*kern)(int64_t, const uint32_t *, int64_t, const uint32_t *, float *, int64_t, int,
-			             int, const tile_args *) = nr > 32 ? kernel3 : nr > 16 ? kernel2 : kernel1;
+			             int, const tile_args *) = nr > 40   ? kernel3
+			                                       : nr > 32 ? kernel2h
+			                                       : nr > 16 ? kernel2
+			                                                 : kernel1;
 			for (int64_t ip = ip0; ip < ip1; ip++) {
 				int64_t i = ip * MR;
 				int mr = (int)(m - i < MR ? m - i : MR);

@@ -388,9 +388,10 @@ int main(int argc, char **argv)
 		printf("skip - bf16 kernels: no AVX512_BF16 on this CPU (%s)\n", sd_cpu_describe());
 		CHECK_DONE();
 	}
-	RUN("bf16 gemm: odd shapes (size 1, k odd, edges of the 8x48 tile, k in 2 and 3 blocks)", {
+	RUN("bf16 gemm: odd shapes (size 1, k odd, edges of the 8x48 tile, 40-column edges, k in 2 and 3 blocks)", {
 		int64_t shapes[][3] = {{1, 1, 1}, {1, 1, 2}, {7, 5, 3}, {8, 48, 256}, {9, 49, 257}, {17, 97, 513},
-		                       {3, 130, 1}, {33, 47, 600}, {65, 200, 31}, {11, 50, 1537}, {9, 20, 3073}};
+		                       {3, 130, 1}, {33, 47, 600}, {65, 200, 31}, {11, 50, 1537}, {9, 20, 3073},
+		                       {13, 40, 70}, {6, 88, 33}};
 		for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
 			for (int tb = 0; tb < 2; tb++)
 				gemm_case(tb, shapes[s][0], shapes[s][1], shapes[s][2], SD_F32, SD_F32, 0, 1.0f, 0.0f, 0);
