@@ -1,4 +1,5 @@
-/* Flash-style scaled dot-product attention on sgemm tiles with an online softmax. */
+/* Flash-style scaled dot-product attention with an online softmax: tile products on the packed
+ * panels of gemm_tiles.h (AVX-512) or on sgemm. */
 #include "attention.h"
 
 #include <math.h>
@@ -7,7 +8,7 @@
 
 #include "cpu.h"
 #include "gemm.h"
-#include "gemm_bf16.h"
+#include "gemm_tiles.h"
 #include "sd_error.h"
 
 float sd_attn_rowmax_avx512(const float *s, int64_t n);
@@ -91,13 +92,15 @@ static void softmax_tile(float *S, int64_t nq, int64_t nk, int64_t i0, int64_t j
 	}
 }
 
-/* Precision bf16 (an AVX512_BF16 CPU): K and V of every (batch, head) are packed once into the
- * bf16 kernel's panels, in the calling thread's workspace slot 0 (this path makes no
- * sd_gemm_ex call that would reuse it); Q tiles and the softmax weights are rounded to bf16 rows.
- * Key tiles then start on panel boundaries and on pairs. */
+/* On AVX-512 (the packed path) K and V of every (batch, head) are packed once into the panels of
+ * kernels/gemm_tiles.h, in the calling thread's workspace slot 0 (this path makes no sd_gemm_ex
+ * call that would reuse it), and both products of a tile run on its micro-kernel: in f32 units,
+ * or, with the bf16 precision on an AVX512_BF16 CPU, in bf16 pairs (Q tiles and the softmax
+ * weights rounded to bf16 rows, scores in base 2). Key tiles start on panel boundaries and on
+ * pairs. Elsewhere each tile's products are sgemm calls. */
 #define ROUND8(x) (((x) + 7) / 8 * 8)
-_Static_assert(SD_ATTN_TK_BF16 % SD_BF16_NR == 0 && SD_ATTN_TK_BF16 % 2 == 0,
-               "bf16 key tiles start on packed panels and pairs");
+_Static_assert(SD_ATTN_TK_PACKED % SD_TILE_NR == 0 && SD_ATTN_TK_PACKED % 2 == 0,
+               "packed key tiles start on panels and pairs");
 
 int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t dv,
                  const float *q, const int64_t qs[3], const float *k, const int64_t ks[3],
@@ -115,43 +118,47 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 		memset(out, 0, (size_t)(B * N * H * dv) * sizeof(float));
 		return 0;
 	}
-	const int bf16 = sd_gemm_bf16_enabled();
-	const int64_t TQ = SD_ATTN_TQ, TK = bf16 ? SD_ATTN_TK_BF16 : SD_ATTN_TK;
-	const int avx512 = sd_cpu_features()->avx512; /* read before any worker thread runs */
+	/* read before any worker thread runs */
+	const int avx512 = sd_cpu_features()->avx512, bf16 = sd_gemm_bf16_enabled();
+	const int packed = avx512 || bf16, f32 = !bf16;
+	const int64_t TQ = SD_ATTN_TQ, TK = packed ? SD_ATTN_TK_PACKED : SD_ATTN_TK;
 	int64_t ntq = (N + TQ - 1) / TQ;
 	int64_t items = B * H * ntq;
 	int failed = 0;
 	int par = !omp_in_parallel() && items > 1;
-	/* bf16 packing: K as op(B) = K^T (d x M), V as op(B) = V (M x dv) */
-	int64_t kpd = (d + 1) / 2, kpm = (M + 1) / 2;
-	int64_t kstride = bf16 ? sd_bf16_packed_b_dwords(M, d) : 0;
-	int64_t vstride = bf16 ? sd_bf16_packed_b_dwords(dv, M) : 0;
+	/* units of a Q row and of the keys: f32 values or bf16 pairs. K is packed as op(B) = K^T
+	 * (d x M), V as op(B) = V (M x dv). */
+	int64_t qu = f32 ? d : (d + 1) / 2, mu = f32 ? M : (M + 1) / 2;
+	int64_t kstride = packed ? sd_tile_packed_b_units(M, qu) : 0;
+	int64_t vstride = packed ? sd_tile_packed_b_units(dv, mu) : 0;
 	uint32_t *kpack = NULL;
-	if (bf16 && !(kpack = (uint32_t *)sd_workspace(0, (size_t)(B * H * (kstride + vstride)))))
+	if (packed && !(kpack = (uint32_t *)sd_workspace(0, (size_t)(B * H * (kstride + vstride)))))
 		return -1;
 	uint32_t *vpack = kpack + B * H * kstride;
 
 #pragma omp parallel if (par) reduction(| : failed)
 	{
-		if (bf16) {
+		if (packed) {
 #pragma omp for schedule(dynamic, 1)
 			for (int64_t it = 0; it < 2 * B * H; it++) {
 				int64_t bh = it / 2, b = bh / H, h = bh % H;
 				if (it % 2 == 0)
-					sd_bf16_pack_b_avx512(k + b * ks[0] + h * ks[1], SD_F32, 1, ks[2], M, d, kpack + bh * kstride,
-					                      kpd * SD_BF16_NR);
+					sd_tile_pack_b_avx512(f32, k + b * ks[0] + h * ks[1], SD_F32, 1, ks[2], M, d,
+					                      kpack + bh * kstride, qu * SD_TILE_NR);
 				else
-					sd_bf16_pack_b_avx512(v + b * vs[0] + h * vs[1], SD_F32, 0, vs[2], dv, M, vpack + bh * vstride,
-					                      kpm * SD_BF16_NR);
+					sd_tile_pack_b_avx512(f32, v + b * vs[0] + h * vs[1], SD_F32, 0, vs[2], dv, M,
+					                      vpack + bh * vstride, mu * SD_TILE_NR);
 			}
 		}
 		int64_t tk = M < TK ? M : TK, tq = N < TQ ? N : TQ;
-		float *S = sd_workspace(2, (size_t)(tq * tk));
+		/* the packed path reads the scores (f32) as whole 8-row panels */
+		float *S = sd_workspace(2, (size_t)(ROUND8(tq) * tk));
 		float *O = sd_workspace(3, (size_t)(tq * dv));
 		float *ml = sd_workspace(4, (size_t)(2 * tq));
-		/* f32: row copies of a Q or K/V tile; bf16: the Q tile's and the weights' bf16 rows */
-		float *cp = sd_workspace(5, bf16 ? (size_t)(ROUND8(tq) * (kpd + (tk + 1) / 2))
-		                                 : (size_t)(tq * d + tk * (d > dv ? d : dv)));
+		/* packed: the Q tile's rows (and, bf16, the weights' rows) in 8-row panels; else row copies
+		 * of a Q or K/V tile */
+		float *cp = sd_workspace(5, packed ? (size_t)(ROUND8(tq) * (qu + (f32 ? 0 : (tk + 1) / 2)))
+		                                   : (size_t)(tq * d + tk * (d > dv ? d : dv)));
 		if (!S || !O || !ml || !cp) failed = 1;
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t it = 0; it < items; it++) {
@@ -163,11 +170,14 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 			const float *Kb = k + b * ks[0] + h * ks[1], *Vb = v + b * vs[0] + h * vs[1];
 			int64_t ldq = 0;
 			const float *Q = NULL;
-			uint32_t *Qh = (uint32_t *)cp, *P = Qh + ROUND8(tq) * kpd;
-			if (bf16) {
-				memset(Qh, 0, (size_t)(ROUND8(nq) * kpd) * sizeof(uint32_t));
-				for (int64_t i = 0; i < nq; i++)
-					sd_f32_to_bf16_n(Qrow + i * qs[2], (uint16_t *)(Qh + i * kpd), (size_t)d);
+			/* packed: Qp the Q tile (qu units per row); P the bf16 weights (S itself for f32) */
+			uint32_t *Qp = (uint32_t *)cp, *P = Qp + ROUND8(tq) * qu;
+			if (packed) {
+				memset(Qp, 0, (size_t)(ROUND8(nq) * qu) * sizeof(uint32_t));
+				for (int64_t i = 0; i < nq; i++) {
+					if (f32) memcpy(Qp + i * qu, Qrow + i * qs[2], (size_t)d * sizeof(float));
+					else sd_f32_to_bf16_n(Qrow + i * qs[2], (uint16_t *)(Qp + i * qu), (size_t)d);
+				}
 			} else {
 				Q = rows_of(Qrow, qs[2], nq, d, cp, &ldq);
 			}
@@ -175,16 +185,20 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 			memset(O, 0, (size_t)(nq * dv) * sizeof(float));
 			int64_t kend = causal ? (M < i0 + nq ? M : i0 + nq) : M;
 			for (int64_t j0 = 0; j0 < kend; j0 += TK) {
-				int64_t nk = kend - j0 < TK ? kend - j0 : TK, ldp = (nk + 1) / 2;
-				if (bf16) {
-					sd_bf16_gemm_rows_avx512(nq, nk, kpd, scale * (float)M_LOG2E, Qh, kpd,
-					                         kpack + bh * kstride + j0 / SD_BF16_NR * kpd * SD_BF16_NR,
-					                         kpd * SD_BF16_NR, 0.0f, S, nk);
-					if (nq % 8) memset(P + nq * ldp, 0, (size_t)((ROUND8(nq) - nq) * ldp) * sizeof(uint32_t));
-					softmax_tile(S, nq, nk, i0, j0, causal, avx512, m, l, O, dv, (uint16_t *)P, ldp);
-					sd_bf16_gemm_rows_avx512(nq, dv, ldp, 1.0f, P, ldp,
-					                         vpack + bh * vstride + j0 / 2 * SD_BF16_NR, kpm * SD_BF16_NR,
-					                         1.0f, O, dv);
+				int64_t nk = kend - j0 < TK ? kend - j0 : TK;
+				if (packed) {
+					/* the weights: wu units per row, rows past nq zero */
+					int64_t wu = f32 ? nk : (nk + 1) / 2;
+					void *W = f32 ? (void *)S : (void *)P;
+					sd_tile_gemm_rows_avx512(f32, nq, nk, qu, f32 ? scale : scale * (float)M_LOG2E, Qp, qu,
+					                         kpack + bh * kstride + j0 / SD_TILE_NR * qu * SD_TILE_NR,
+					                         qu * SD_TILE_NR, 0.0f, S, nk);
+					if (nq % 8)
+						memset((uint32_t *)W + nq * wu, 0, (size_t)((ROUND8(nq) - nq) * wu) * sizeof(uint32_t));
+					softmax_tile(S, nq, nk, i0, j0, causal, avx512, m, l, O, dv, f32 ? NULL : (uint16_t *)P, wu);
+					sd_tile_gemm_rows_avx512(f32, nq, dv, wu, 1.0f, W, wu,
+					                         vpack + bh * vstride + (f32 ? j0 : j0 / 2) * SD_TILE_NR,
+					                         mu * SD_TILE_NR, 1.0f, O, dv);
 				} else {
 					int64_t ldk, ldv;
 					const float *Kt = rows_of(Kb + j0 * ks[2], ks[2], nk, d, cp + tq * d, &ldk);

@@ -2,9 +2,10 @@
  * over tiles of queries and keys with an online softmax, so that no more than one tile of the
  * N x M score matrix exists at a time (per thread). Q K^T and P V of each tile are sgemm calls;
  * the work is spread over (batch, head, query tile) with OpenMP, BLAS single-threaded inside.
- * With the bf16 precision on an AVX512_BF16 CPU (sd_gemm_bf16_enabled) both products are bf16
- * dot products instead (Q, K, V and the softmax weights rounded to bf16; scores, sums and the
- * output accumulate in f32). */
+ * On AVX-512 K and V are packed once per head and the products run on the register-tiled
+ * kernel of gemm_tiles.h instead; with the bf16 precision on an AVX512_BF16 CPU
+ * (sd_gemm_bf16_enabled) they are bf16 dot products (Q, K, V and the softmax weights rounded to
+ * bf16; scores, sums and the output accumulate in f32). */
 #ifndef SD_ATTENTION_H
 #define SD_ATTENTION_H
 
@@ -17,9 +18,9 @@
 #ifndef SD_ATTN_TK
 #define SD_ATTN_TK 512
 #endif
-/* Keys per tile of the bf16 path: a multiple of the packed panel width (48). */
-#ifndef SD_ATTN_TK_BF16
-#define SD_ATTN_TK_BF16 768
+/* Keys per tile of the packed path (AVX-512): a multiple of the packed panel width (48). */
+#ifndef SD_ATTN_TK_PACKED
+#define SD_ATTN_TK_PACKED 768
 #endif
 
 /* q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv), f32. The last dimension of each is

@@ -9,6 +9,7 @@
 #include "dtype.h"
 #include "gemm.h"
 #include "gemm_bf16.h"
+#include "gemm_tiles.h"
 #include "sd_error.h"
 
 /* im2col workspace budget in floats: 4 MB for the shared band of small images, 8 MB per thread
@@ -217,13 +218,13 @@ static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 				}
 				if (perthread) {
 					int failed = 0;
-					int64_t bstride = (kdim + 1) / 2 * SD_BF16_NR;
+					int64_t bstride = (kdim + 1) / 2 * SD_TILE_NR;
 					int64_t rc = BF16_SLICE_FLOATS / np / 2 * 2;
 					if (rc < 2) rc = 2;
 #pragma omp parallel reduction(| : failed)
 					{
 						float *colt = sd_workspace(2, (size_t)(rc * np));
-						uint32_t *pb = (uint32_t *)sd_workspace(1, (size_t)((np + SD_BF16_NR - 1) / SD_BF16_NR * bstride));
+						uint32_t *pb = (uint32_t *)sd_workspace(1, (size_t)((np + SD_TILE_NR - 1) / SD_TILE_NR * bstride));
 						if (!colt || !pb) failed = 1;
 #pragma omp for schedule(dynamic, 1)
 						for (int64_t band = 0; band < nb; band++) {
@@ -232,7 +233,7 @@ static int conv_bf16(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 							for (int64_t r0 = 0; r0 < kdim; r0 += rc) {
 								int64_t rn = kdim - r0 < rc ? kdim - r0 : rc;
 								im2col(x + b * c * hw, c, h, w, gi, cg, kh, kw, p, ow, ohw, r0, rn, p0, cnt, colt, 0);
-								sd_bf16_pack_b_avx512(colt, SD_F32, 0, cnt, cnt, rn, pb + r0 / 2 * SD_BF16_NR, bstride);
+								sd_tile_pack_b_avx512(0, colt, SD_F32, 0, cnt, cnt, rn, pb + r0 / 2 * SD_TILE_NR, bstride);
 							}
 							sd_bf16_gemm_prepacked_avx512(&pk, pb, bstride, cnt, yg + p0, ohw, brow);
 						}

@@ -22,9 +22,6 @@
 #include <stdint.h>
 #include "dtype.h"
 
-/* Columns of op(B) per packed panel. */
-#define SD_BF16_NR 48
-
 /* 1 when matrix products should take the bf16 path: precision bf16 and AVX512_BF16 present
  * (and not capped by SDLUA_CPU). */
 int sd_gemm_bf16_enabled(void);
@@ -53,7 +50,7 @@ int sd_gemm_bf16_packed(const sd_bf16_pack *pk, int transb, int64_t n, float alp
                         const void *b, sd_dtype bdt, int64_t ldb, float beta, float *c, int64_t ldc,
                         const float *bias_row, const float *bias_col);
 
-/* The AVX-512 implementations (kernels/gemm_bf16_avx512.c); call the functions above. */
+/* The AVX-512 implementations (kernels/gemm_tiles_avx512.c); call the functions above. */
 int sd_bf16_pack_a_avx512(sd_bf16_pack *pk, int64_t m, int64_t k, const void *a, sd_dtype adt,
                           int64_t lda);
 int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, float alpha,
@@ -61,26 +58,5 @@ int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, fl
                                int64_t ldc, const float *bias_row, const float *bias_col);
 /* Rows of A per chunk so that its packed form stays within the slot-0 budget. */
 int64_t sd_bf16_rows_per_chunk(int64_t k);
-
-/* For callers that pack operands themselves, on one thread (attention packs K and V once per
- * head; a convolution packs its im2col columns a slice of rows at a time):
- * sd_bf16_pack_b_avx512 packs op(B) (k x n) into panels bstride dwords apart (bstride = kp *
- * SD_BF16_NR, kp = (k + 1) / 2, for a whole operand: sd_bf16_packed_b_dwords(n, k) in all):
- * panel jp (columns jp*SD_BF16_NR ..) at pb + jp * bstride, pair p of it at + p * SD_BF16_NR;
- * columns past n and the pair past k are zeros. Rows 2q.. of a larger op(B) go to pb + q *
- * SD_BF16_NR with that operand's bstride.
- * sd_bf16_gemm_prepacked_avx512: C (pk->m x n, ldc) = A . B (+ bias_row[i]), B packed so.
- * sd_bf16_gemm_rows_avx512: C (m x n, ldc) = alpha * A . B + beta * C on the calling thread,
- * A row-major bf16 with row i's kp pairs at a + i * lda (rows up to m rounded up to 8 must be
- * readable; they do not reach C), B packed panels bstride dwords apart (pb may point at a pair
- * inside them). */
-int64_t sd_bf16_packed_b_dwords(int64_t n, int64_t k);
-void sd_bf16_pack_b_avx512(const void *b, sd_dtype bdt, int transb, int64_t ldb, int64_t n,
-                           int64_t k, uint32_t *pb, int64_t bstride);
-void sd_bf16_gemm_prepacked_avx512(const sd_bf16_pack *pk, const uint32_t *pb, int64_t bstride,
-                                   int64_t n, float *c, int64_t ldc, const float *bias_row);
-void sd_bf16_gemm_rows_avx512(int64_t m, int64_t n, int64_t kp, float alpha, const uint32_t *a,
-                              int64_t lda, const uint32_t *pb, int64_t bstride, float beta, float *c,
-                              int64_t ldc);
 
 #endif

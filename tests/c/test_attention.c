@@ -226,6 +226,20 @@ static void test_bf16(void)
 	bf16_mode = 0;
 }
 
+/* Without AVX512_BF16 (or capped by SDLUA_CPU) the bf16 setting changes nothing. */
+static void test_bf16_fallback(void)
+{
+	acase c = mk(1, 2, 150, 130, 40, 40, 0, 1);
+	float q[150 * 80], out32[150 * 80], out16[150 * 80];
+	check_fill(q, 150 * 80, 9);
+	CHECK(sd_attention(1, 2, 150, 130, 40, 40, q, c.qs, q, c.ks, q, c.vs, c.scale, 0, out32) == 0, "f32 run");
+	sd_set_precision(SD_PRECISION_BF16);
+	CHECK(!sd_gemm_bf16_enabled(), "bf16 path enabled without AVX512_BF16");
+	CHECK(sd_attention(1, 2, 150, 130, 40, 40, q, c.qs, q, c.ks, q, c.vs, c.scale, 0, out16) == 0, "bf16 run");
+	sd_set_precision(SD_PRECISION_F32);
+	CHECK(memcmp(out16, out32, sizeof out16) == 0, "precision bf16 changed the f32 result");
+}
+
 static void test_edge(void)
 {
 	float q[4] = {1, 2, 3, 4}, out[4] = {1, 1, 1, 1};
@@ -248,7 +262,7 @@ int main(void)
 	if (sd_cpu_features()->avx512_bf16)
 		RUN("attention: precision bf16 (bf16 dot products, f32 softmax sums)", test_bf16());
 	else
-		printf("skip - attention: precision bf16: this CPU has no AVX512_BF16 (%s)\n", sd_cpu_describe());
+		RUN("attention: precision bf16 without AVX512_BF16 runs the f32 path", test_bf16_fallback());
 	sd_workspace_release();
 	CHECK_DONE();
 }

@@ -1,7 +1,9 @@
-/* bf16 products on AVX512_BF16: packing (VCVTNE2PS2BF16) and an 8 x 48 VDPBF16PS micro-kernel.
- * See gemm_bf16.h for the layout. Compiled with -mavx512bf16; only called when
- * sd_cpu_features()->avx512_bf16. */
-#include "gemm_bf16.h"
+/* Register-tiled products over packed panels on AVX-512: an 8 x 48 micro-kernel whose unit of k
+ * is a bf16 pair (VDPBF16PS: the bf16 precision, gemm_bf16.h) or an f32 value (VFMADD231PS:
+ * attention on AVX-512, gemm_tiles.h), and the packing for both (bf16: VCVTNE2PS2BF16).
+ * Compiled with the AVX-512 flags; the bf16 parts are only called when
+ * sd_cpu_features()->avx512_bf16, the f32 ones when ->avx512. */
+#include "gemm_tiles.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -11,8 +13,8 @@
 #include "sd_error.h"
 
 #define MR 8          /* rows of A per panel, rows of the C tile */
-#define NR SD_BF16_NR /* columns of B per panel: three zmm of 16 f32 accumulators */
-/* bf16 pairs of k per block at most (gemm_bf16.h); k is cut into equal blocks (block_pairs) */
+#define NR SD_TILE_NR /* columns of B per panel: three zmm of 16 f32 accumulators */
+/* units of k per block at most (gemm_bf16.h); k is cut into equal blocks (block_pairs) */
 #ifndef SD_BF16_KCP
 #define SD_BF16_KCP 768
 #endif
@@ -74,7 +76,7 @@ static inline float elem_f32(const void *p, sd_dtype dt, int64_t i)
 
 /* ---- packing ---- */
 
-/* pairs per k block: kp cut into equal blocks of at most KCP */
+/* units per k block: kp units cut into equal blocks of at most KCP */
 static int64_t block_pairs(int64_t kp)
 {
 	int64_t nkb = (kp + KCP - 1) / KCP;
@@ -167,7 +169,27 @@ static void pack_b_panel(const void *b, sd_dtype dt, int transb, int64_t ldb, in
 	}
 }
 
-/* ---- micro-kernel: C (mr x nr tile) (=|+=) A panel (8 rows, kc pairs) . B panel (kc x 48) ---- */
+/* The same panel with f32 units: value p of column jj at d[p*NR + jj]. */
+static void pack_b_panel_f32(const float *b, int transb, int64_t ldb, int64_t n, int64_t k, int64_t j0,
+                             uint32_t *d)
+{
+	int64_t nc = n - j0 < NR ? n - j0 : NR;
+	if (!transb) {
+		__mmask16 m[3] = {mask16(nc), mask16(nc - 16), mask16(nc - 32)};
+		for (int64_t p = 0; p < k; p++)
+			for (int q = 0; q < 3; q++)
+				_mm512_storeu_ps((float *)(d + p * NR + 16 * q), _mm512_maskz_loadu_ps(m[q], b + p * ldb + j0 + 16 * q));
+		return;
+	}
+	/* B is n x k: column jj of op(B) is row j0 + jj of B */
+	float *df = (float *)d;
+	for (int64_t jj = 0; jj < NR; jj++) {
+		const float *row = b + (j0 + jj) * ldb;
+		for (int64_t p = 0; p < k; p++) df[p * NR + jj] = jj < nc ? row[p] : 0.0f;
+	}
+}
+
+/* ---- micro-kernel: C (mr x nr tile) (=|+=) A panel (8 rows, kc units) . B panel (kc x 48) ---- */
 
 typedef struct tile_args {
 	float alpha, beta;
@@ -193,18 +215,37 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
 }
 
 #define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0;
+/* acc += a . b on one vector of 16 (or, half, 8) columns: unit f32 a VFMADD231PS, else a
+ * VDPBF16PS (two products per lane). a and b hold the units' bits. */
+static inline __attribute__((always_inline)) __m512 dot_unit(__m512 acc, __m512i b, __m512i a,
+                                                            const int f32, const int half)
+{
+	if (f32 && half)
+		return _mm512_castps256_ps512(_mm256_fmadd_ps(_mm256_castsi256_ps(_mm512_castsi512_si256(a)),
+		                                              _mm256_castsi256_ps(_mm512_castsi512_si256(b)),
+		                                              _mm512_castps512_ps256(acc)));
+	if (f32) return _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), acc);
+	if (half)
+		return _mm512_castps256_ps512(_mm256_dpbf16_ps(_mm512_castps512_ps256(acc),
+		                                               (__m256bh)_mm512_castsi512_si256(b),
+		                                               (__m256bh)_mm512_castsi512_si256(a)));
+	return _mm512_dpbf16_ps(acc, (__m512bh)b, (__m512bh)a);
+}
+/* the 32 bits of one unit of A, whatever its type (f32 data or bf16 pairs) */
+static inline int unit_bits(const uint32_t *p)
+{
+	int v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
 /* One row of the tile. (An inline-asm version with the A pair as a {1to16} memory operand, so
  * without the separate VPBROADCASTD, measured the same: the VDPBF16PS throughput is the limit.) */
-#define STEP(i)                                                                 \
-	{                                                                       \
-		__m512bh a_ = (__m512bh)_mm512_set1_epi32((int)a[(i) * lda + p]); \
-		c##i##0 = _mm512_dpbf16_ps(c##i##0, b0, a_);                      \
-		if (nv > 1) c##i##1 = _mm512_dpbf16_ps(c##i##1, b1, a_);          \
-		if (nv > 2 && !half3) c##i##2 = _mm512_dpbf16_ps(c##i##2, b2, a_); \
-		if (nv > 2 && half3)                                              \
-			c##i##2 = _mm512_castps256_ps512(_mm256_dpbf16_ps(        \
-				_mm512_castps512_ps256(c##i##2), (__m256bh)_mm512_castsi512_si256((__m512i)b2), \
-				(__m256bh)_mm512_castsi512_si256((__m512i)a_)));  \
+#define STEP(i)                                                                    \
+	{                                                                          \
+		__m512i a_ = _mm512_set1_epi32(unit_bits(a + (i) * lda + p));      \
+		c##i##0 = dot_unit(c##i##0, b0, a_, f32, 0);                       \
+		if (nv > 1) c##i##1 = dot_unit(c##i##1, b1, a_, f32, 0);           \
+		if (nv > 2) c##i##2 = dot_unit(c##i##2, b2, a_, f32, half3);       \
 	}
 #define STORE(i)                                                                          \
 	if ((i) < mr) {                                                                   \
@@ -216,59 +257,58 @@ static inline void store_vec(float *cp, __mmask16 m, __m512 acc, float brow, con
 		store_vec(cr + 32, m2, c##i##2, br, bc ? bc + 32 : NULL, t);              \
 	}
 
-/* a: the 8 rows of the A panel (all readable), lda dwords apart. nv: column vectors of the tile
+/* a: the 8 rows of the A panel (all readable), lda units apart. nv: column vectors of the tile
  * that hold columns (1, 2 or 3 of 16): a narrow edge panel (n mod 48 <= 32) does only the work
  * of its columns. half3: the third vector holds at most 8 columns and runs as a ymm (on Zen 4 a
- * zmm VDPBF16PS costs two ymm ones): 40 columns, attention's P.V with 40-wide heads. */
+ * zmm operation costs two ymm ones): 40 columns, attention's P.V with 40-wide heads. f32: the
+ * units are f32 values, else bf16 pairs. */
 static inline __attribute__((always_inline)) void
 kernel_nv(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c, int64_t ldc,
-          int mr, int nr, const tile_args *t, const int nv, const int half3)
+          int mr, int nr, const tile_args *t, const int nv, const int half3, const int f32)
 {
 	DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
 	for (int64_t p = 0; p < kc; p++) {
 		const uint32_t *bp = b + p * NR;
-		__m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
-		__m512bh b1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(bp + 16) : b0;
-		__m512bh b2 = nv > 2 && half3 ? (__m512bh)_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bp + 32)))
-		              : nv > 2 ? (__m512bh)_mm512_loadu_si512(bp + 32)
-		                       : b0;
+		__m512i b0 = _mm512_loadu_si512(bp);
+		__m512i b1 = nv > 1 ? _mm512_loadu_si512(bp + 16) : b0;
+		__m512i b2 = nv > 2 && half3 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(bp + 32)))
+		             : nv > 2        ? _mm512_loadu_si512(bp + 32)
+		                             : b0;
 		STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
 	}
 	__mmask16 m0 = mask16(nr), m1 = mask16(nr - 16), m2 = mask16(nr - 32);
 	STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 }
 
-static void kernel1(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
-                    int64_t ldc, int mr, int nr, const tile_args *t)
-{
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 1, 0);
-}
-
-static void kernel2(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
-                    int64_t ldc, int mr, int nr, const tile_args *t)
-{
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 2, 0);
-}
-
-static void kernel3(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
-                    int64_t ldc, int mr, int nr, const tile_args *t)
-{
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3, 0);
-}
-
-static void kernel2h(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
-                     int64_t ldc, int mr, int nr, const tile_args *t)
-{
-	kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, 3, 1);
-}
+typedef void (*kernel_fn)(int64_t, const uint32_t *, int64_t, const uint32_t *, float *, int64_t,
+                          int, int, const tile_args *);
+#define KERNEL(name, nv, half3, f32)                                                               \
+	static void name(int64_t kc, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,   \
+	                 int64_t ldc, int mr, int nr, const tile_args *t)                            \
+	{                                                                                           \
+		kernel_nv(kc, a, lda, b, c, ldc, mr, nr, t, nv, half3, f32);                       \
+	}
+KERNEL(bf16_16, 1, 0, 0)
+KERNEL(bf16_32, 2, 0, 0)
+KERNEL(bf16_40, 3, 1, 0)
+KERNEL(bf16_48, 3, 0, 0)
+KERNEL(f32_16, 1, 0, 1)
+KERNEL(f32_32, 2, 0, 1)
+KERNEL(f32_40, 3, 1, 1)
+KERNEL(f32_48, 3, 0, 1)
+/* [f32 units][the tile's columns: up to 16, 32, 40, 48] */
+static const kernel_fn kernels[2][4] = {{bf16_16, bf16_32, bf16_40, bf16_48},
+                                        {f32_16, f32_32, f32_40, f32_48}};
 
 /* ---- drivers ---- */
 
-/* The left operand as the micro-kernel reads it: k in blocks of kc pairs; the 8-row panel ip of
- * k block kb starts at data + kb * kstride + ip * pstride (dwords), its rows lda dwords apart. */
+/* The left operand as the micro-kernel reads it: k in blocks of kc units (f32 values when f32,
+ * else bf16 pairs); the 8-row panel ip of k block kb starts at data + kb * kstride + ip * pstride
+ * (units), its rows lda units apart. */
 typedef struct a_panels {
 	const uint32_t *data;
 	int64_t kc, kstride, pstride, lda;
+	int f32;
 } a_panels;
 
 /* C rows [ip0*MR, min(ip1*MR, m)) by the columns of B panels [jp0, jp1) (of n), k blocks in
@@ -284,11 +324,7 @@ static void tiles(const a_panels *A, int64_t m, int64_t ip0, int64_t ip1, const 
 			const uint32_t *bpan = pb + (size_t)(jp * bstride + kb * A->kc * NR);
 			int64_t j = jp * NR;
 			int nr = (int)(n - j < NR ? n - j : NR);
-			void (*kern)(int64_t, const uint32_t *, int64_t, const uint32_t *, float *, int64_t, int,
-			             int, const tile_args *) = nr > 40   ? kernel3
-			                                       : nr > 32 ? kernel2h
-			                                       : nr > 16 ? kernel2
-			                                                 : kernel1;
+			kernel_fn kern = kernels[A->f32][nr > 40 ? 3 : nr > 32 ? 2 : nr > 16 ? 1 : 0];
 			for (int64_t ip = ip0; ip < ip1; ip++) {
 				int64_t i = ip * MR;
 				int mr = (int)(m - i < MR ? m - i : MR);
@@ -301,31 +337,34 @@ static void tiles(const a_panels *A, int64_t m, int64_t ip0, int64_t ip1, const 
 	}
 }
 
-int64_t sd_bf16_packed_b_dwords(int64_t n, int64_t k)
+int64_t sd_tile_packed_b_units(int64_t n, int64_t ku)
 {
-	return (n + NR - 1) / NR * ((k + 1) / 2) * NR;
+	return (n + NR - 1) / NR * ku * NR;
 }
 
-void sd_bf16_pack_b_avx512(const void *b, sd_dtype bdt, int transb, int64_t ldb, int64_t n,
+void sd_tile_pack_b_avx512(int f32, const void *b, sd_dtype bdt, int transb, int64_t ldb, int64_t n,
                            int64_t k, uint32_t *pb, int64_t bstride)
 {
-	for (int64_t jp = 0; jp * NR < n; jp++) pack_b_panel(b, bdt, transb, ldb, n, k, jp * NR, pb + jp * bstride);
+	for (int64_t jp = 0; jp * NR < n; jp++) {
+		if (f32) pack_b_panel_f32(b, transb, ldb, n, k, jp * NR, pb + jp * bstride);
+		else pack_b_panel(b, bdt, transb, ldb, n, k, jp * NR, pb + jp * bstride);
+	}
 }
 
 void sd_bf16_gemm_prepacked_avx512(const sd_bf16_pack *pk, const uint32_t *pb, int64_t bstride,
                                    int64_t n, float *c, int64_t ldc, const float *bias_row)
 {
 	int64_t kp = (pk->k + 1) / 2, kc = block_pairs(kp), npa = (pk->m + MR - 1) / MR;
-	a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc};
+	a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc, 0};
 	tiles(&A, pk->m, 0, npa, pb, bstride, n, 0, (n + NR - 1) / NR, kp, 1.0f, 0.0f, c, ldc, bias_row, NULL);
 }
 
-void sd_bf16_gemm_rows_avx512(int64_t m, int64_t n, int64_t kp, float alpha, const uint32_t *a,
+void sd_tile_gemm_rows_avx512(int f32, int64_t m, int64_t n, int64_t ku, float alpha, const void *a,
                               int64_t lda, const uint32_t *pb, int64_t bstride, float beta, float *c,
                               int64_t ldc)
 {
-	a_panels A = {a, block_pairs(kp), block_pairs(kp), MR * lda, lda};
-	tiles(&A, m, 0, (m + MR - 1) / MR, pb, bstride, n, 0, (n + NR - 1) / NR, kp, alpha, beta, c, ldc,
+	a_panels A = {a, block_pairs(ku), block_pairs(ku), MR * lda, lda, f32};
+	tiles(&A, m, 0, (m + MR - 1) / MR, pb, bstride, n, 0, (n + NR - 1) / NR, ku, alpha, beta, c, ldc,
 	      NULL, NULL);
 }
 
@@ -395,7 +434,7 @@ int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, fl
 			for (int64_t jp = 0; jp < npb; jp++)
 				pack_b_panel(bc, bdt, transb, ldb, nc, k, jp * NR, pb + (size_t)(jp * kp) * NR);
 			int64_t kc = block_pairs(kp);
-			a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc};
+			a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc, 0};
 #pragma omp for schedule(dynamic, 1)
 			for (int64_t it = 0; it < items; it++) {
 				int64_t ia = it % nia, ib = it / nia;
