@@ -21,19 +21,24 @@ local function promised(block)
   return table.concat(lines, "\n")
 end
 
--- runs fn with print (the global, which modules use too) collecting its lines; -> the output,
--- tabs as spaces
+-- runs fn with print and io.write (the globals, which modules use too) collecting what they
+-- write; -> the output without its last newline, print's tabs as spaces
 local function printed(fn)
-  local out, real = {}, print
+  local out, real_print, real_write = {}, print, io.write
   print = function(...)
     local t = table.pack(...)
     for i = 1, t.n do t[i] = tostring(t[i]) end
-    out[#out + 1] = table.concat(t, " ", 1, t.n)
+    out[#out + 1] = table.concat(t, " ", 1, t.n) .. "\n"
+  end
+  io.write = function(...)
+    local t = table.pack(...)
+    for i = 1, t.n do out[#out + 1] = tostring(t[i]) end
+    return io.stdout
   end
   local ok, err = pcall(fn)
-  print = real
+  print, io.write = real_print, real_write
   if not ok then error(err, 0) end
-  return table.concat(out, "\n")
+  return (table.concat(out):gsub("\n$", ""))
 end
 
 local files = {"README.md"}
