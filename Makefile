@@ -71,7 +71,7 @@ lib/sd/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libsdcore.a
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h tests/c/bench.h $(BUILD)/libsdcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/c -o $@ $< $(BUILD)/libsdcore.a -llua5.4 $(LDLIBS_ALL)
 
@@ -90,7 +90,7 @@ fuzz:
 bench: $(SDLUA) $(BUILD)/tests/bench_kernels
 	$(BUILD)/tests/bench_kernels
 
-$(BUILD)/tests/bench_kernels: tests/c/bench_kernels.c $(BUILD)/libsdcore.a
+$(BUILD)/tests/bench_kernels: tests/c/bench_kernels.c tests/c/bench.h $(BUILD)/libsdcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/c -o $@ $< $(BUILD)/libsdcore.a -llua5.4 $(LDLIBS_ALL)
 

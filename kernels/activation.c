@@ -157,7 +157,6 @@ void sd_act_f32_serial(sd_act op, const float *x, float *y, size_t n)
 
 void sd_act_f32(sd_act op, const float *x, float *y, size_t n)
 {
-	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (n < ACT_PAR_MIN) { sd_act_f32_serial(op, x, y, n); return; }
 	int64_t tasks = (int64_t)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 	#pragma omp parallel for schedule(static)
@@ -191,7 +190,6 @@ static void act2_serial(int kind, const float *a, const float *b, float *y, size
 
 void sd_geglu_f32(const float *x, float *y, int64_t rows, int64_t half)
 {
-	(void)sd_cpu_features();
 	if (rows <= 0 || half <= 0) return;
 	if (half >= ACT_CHUNK || rows * half < ACT_PAR_MIN) {
 		#pragma omp parallel for schedule(static) if (rows * half >= ACT_PAR_MIN)
@@ -211,7 +209,6 @@ void sd_geglu_f32(const float *x, float *y, int64_t rows, int64_t half)
 
 void sd_add_silu_f32(const float *a, const float *b, float *y, size_t n)
 {
-	(void)sd_cpu_features();
 	if (n < ACT_PAR_MIN) { act2_serial(1, a, b, y, n); return; }
 	int64_t tasks = (int64_t)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 	#pragma omp parallel for schedule(static)

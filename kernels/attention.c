@@ -120,7 +120,7 @@ int sd_attention(int64_t B, int64_t H, int64_t N, int64_t M, int64_t d, int64_t 
 	}
 	/* read before any worker thread runs */
 	const int avx512 = sd_cpu_features()->avx512, bf16 = sd_gemm_bf16_enabled();
-	const int packed = avx512 || bf16, f32 = !bf16;
+	const int packed = avx512, f32 = !bf16; /* AVX512_BF16 implies AVX-512 */
 	const int64_t TQ = SD_ATTN_TQ, TK = packed ? SD_ATTN_TK_PACKED : SD_ATTN_TK;
 	int64_t ntq = (N + TQ - 1) / TQ;
 	int64_t items = B * H * ntq;

@@ -5,7 +5,6 @@
 #include <omp.h>
 #include <string.h>
 
-#include "cpu.h"
 #include "dtype.h"
 #include "gemm.h"
 #include "gemm_bf16.h"
@@ -280,12 +279,7 @@ static int conv_kslices(const float *x, int64_t n, int64_t c, int64_t h, int64_t
 			const float *a = (const float *)weight + (gi * og) * kdim + k0;
 			int64_t lda = kdim;
 			if (wdt != SD_F32) {
-				const uint16_t *w16 = (const uint16_t *)weight + (gi * og) * kdim + k0;
-#pragma omp parallel for schedule(static) if (par)
-				for (int64_t r = 0; r < og; r++) {
-					if (wdt == SD_F16) sd_f16_to_f32_n(w16 + r * kdim, wf + r * kn, (size_t)kn);
-					else sd_bf16_to_f32_n(w16 + r * kdim, wf + r * kn, (size_t)kn);
-				}
+				sd_widen_rows((const uint16_t *)weight + (gi * og) * kdim + k0, wdt, kdim, og, kn, wf);
 				a = wf;
 				lda = kn;
 			}
@@ -328,7 +322,6 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 
 	int direct = kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
 	             p->pad_w == 0;
-	sd_cpu_features(); /* detected before any worker thread widens weights */
 	if (sd_gemm_bf16_enabled()) return conv_bf16(x, n, c, h, w, wbytes, wdt, o, kh, kw, bias, p, y);
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
 
@@ -353,14 +346,7 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 		if (wdt != SD_F32 && nb > 1) {
 			float *wf = sd_workspace(4, (size_t)(o * kdim));
 			if (!wf) return -1;
-			const uint16_t *w16 = weight;
-			int64_t len = o * kdim, chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (nth > 1)
-			for (int64_t i = 0; i < len; i += chunk) {
-				size_t m = (size_t)(len - i < chunk ? len - i : chunk);
-				if (wdt == SD_F16) sd_f16_to_f32_n(w16 + i, wf + i, m);
-				else sd_bf16_to_f32_n(w16 + i, wf + i, m);
-			}
+			sd_widen_rows(weight, wdt, kdim, o, kdim, wf);
 			wa = wf;
 			adt = SD_F32;
 		}
@@ -373,21 +359,13 @@ int sd_conv2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 				       par && kdim * cnt >= SD_CONV_GATHER_PAR);
 				if (adt != SD_F32 && tot >= SD_CONV_WIDEN_MINCOLS) {
 					/* one band: row tiles of W widened in parallel, each multiplied with BLAS threads */
-					int64_t rt = WIDEN_TILE_FLOATS / kdim;
-					if (rt < 16) rt = 16;
-					if (rt > og) rt = og;
-					rt = (og + (og + rt - 1) / rt - 1) / ((og + rt - 1) / rt); /* even tiles */
+					int64_t rt = even_chunks(og, WIDEN_TILE_FLOATS / kdim, 16);
 					float *wf = sd_workspace(4, (size_t)(rt * kdim));
 					if (!wf) return -1;
 					const uint16_t *w16 = (const uint16_t *)weight + gi * og * kdim;
 					for (int64_t r0 = 0; r0 < og; r0 += rt) {
-						int64_t rc = og - r0 < rt ? og - r0 : rt, len = rc * kdim, chunk = 1 << 15;
-#pragma omp parallel for schedule(static) if (par)
-						for (int64_t i = 0; i < len; i += chunk) {
-							size_t m = (size_t)(len - i < chunk ? len - i : chunk);
-							if (wdt == SD_F16) sd_f16_to_f32_n(w16 + r0 * kdim + i, wf + i, m);
-							else sd_bf16_to_f32_n(w16 + r0 * kdim + i, wf + i, m);
-						}
+						int64_t rc = og - r0 < rt ? og - r0 : rt;
+						sd_widen_rows(w16 + r0 * kdim, wdt, kdim, rc, kdim, wf);
 						if (sd_sgemm(0, 0, rc, cnt, kdim, 1.0f, wf, kdim, col, cnt, 0.0f, t + r0 * cnt, cnt))
 							return -1;
 					}

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
 #include "gemm_bf16.h"
 #include "sd_error.h"
 
@@ -118,9 +117,7 @@ static void widen(const uint16_t *src, sd_dtype dt, float *dst, size_t n)
 	else sd_bf16_to_f32_n(src, dst, n);
 }
 
-/* `rows` runs of `len` elements, run r at src + r*ld, into dst + r*len. In parallel when it
- * is worth it and we are not already inside a parallel region. */
-static void widen_rows(const uint16_t *src, sd_dtype dt, int64_t ld, int64_t rows, int64_t len, float *dst)
+void sd_widen_rows(const uint16_t *src, sd_dtype dt, int64_t ld, int64_t rows, int64_t len, float *dst)
 {
 	int par = !omp_in_parallel() && rows * len >= (1 << 16) && rows > 1;
 #pragma omp parallel for schedule(static) if (par)
@@ -151,12 +148,11 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 	if (k == 0) { scale_c(m, n, beta, c, ldc); return 0; }
 	/* precision bf16 on an AVX512_BF16 CPU: bf16 dot products (kernels/gemm_bf16.h) */
 	if (!transa && sd_gemm_bf16_enabled())
-		return sd_gemm_bf16(transb, m, n, k, alpha, a, adt, lda, b, bdt, ldb, beta, c, ldc);
+		return sd_gemm_bf16(transb, m, n, k, alpha, a, adt, lda, b, bdt, ldb, beta, c, ldc, NULL);
 	if (!is_half(adt) && !is_half(bdt)) {
 		sgemm_raw(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 		return 0;
 	}
-	sd_cpu_features(); /* detected before any worker thread widens */
 	int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
 	if (nth > 1 && is_half(adt) != is_half(bdt)) {
 		/* One half operand: its tiles are spread over the threads, each widening its own tile
@@ -200,10 +196,10 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 		if (is_half(adt)) {
 			const uint16_t *a16 = a;
 			if (!transa) { /* rows i0.. of A, k each */
-				widen_rows(a16 + i0 * lda, adt, lda, mi, k, wa);
+				sd_widen_rows(a16 + i0 * lda, adt, lda, mi, k, wa);
 				lda2 = k;
 			} else { /* A is k x m: columns i0.. of each of the k rows */
-				widen_rows(a16 + i0, adt, lda, k, mi, wa);
+				sd_widen_rows(a16 + i0, adt, lda, k, mi, wa);
 				lda2 = mi;
 			}
 			ap = wa;
@@ -218,10 +214,10 @@ int sd_gemm_ex(int transa, int transb, int64_t m, int64_t n, int64_t k, float al
 			if (is_half(bdt)) {
 				const uint16_t *b16 = b;
 				if (transb) { /* B is n x k: rows j0.. */
-					widen_rows(b16 + j0 * ldb, bdt, ldb, nj, k, wb);
+					sd_widen_rows(b16 + j0 * ldb, bdt, ldb, nj, k, wb);
 					ldb2 = k;
 				} else {
-					widen_rows(b16 + j0, bdt, ldb, k, nj, wb);
+					sd_widen_rows(b16 + j0, bdt, ldb, k, nj, wb);
 					ldb2 = nj;
 				}
 				bp = wb;
@@ -262,18 +258,9 @@ int sd_linear(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx,
               float *y, int64_t ldy)
 {
 	if (check_dims("linear", 0, 1, m, n, k, ldx, ldw, ldy)) return -1;
-	if (bias && k > 0 && sd_gemm_bf16_enabled()) {
-		/* bf16 dot products; the kernel adds the bias as it stores (no preset pass) */
-		if (m == 0 || n == 0) return 0;
-		int64_t rows = sd_bf16_rows_per_chunk(k);
-		for (int64_t i0 = 0; i0 < m; i0 += rows) {
-			sd_bf16_pack pk;
-			if (sd_bf16_pack_a(&pk, m - i0 < rows ? m - i0 : rows, k, x + i0 * ldx, SD_F32, ldx) ||
-			    sd_gemm_bf16_packed(&pk, 1, n, 1.0f, w, wdt, ldw, 0.0f, y + i0 * ldy, ldy, NULL, bias))
-				return -1;
-		}
-		return 0;
-	}
+	/* bf16 dot products; the kernel adds the bias as it stores (no preset pass) */
+	if (bias && k > 0 && sd_gemm_bf16_enabled())
+		return sd_gemm_bf16(1, m, n, k, 1.0f, x, SD_F32, ldx, w, wdt, ldw, 0.0f, y, ldy, bias);
 	if (bias) {
 		int par = !omp_in_parallel() && m * n >= (1 << 16);
 #pragma omp parallel for schedule(static) if (par)

@@ -43,6 +43,10 @@ int sd_linear(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx,
               const void *w, sd_dtype wdt, int64_t ldw, const float *bias,
               float *y, int64_t ldy);
 
+/* `rows` runs of `len` f16/bf16 elements (dt), run r at src + r*ld, widened into dst + r*len;
+ * in parallel when it is worth it and the caller is not inside a parallel region. */
+void sd_widen_rows(const uint16_t *src, sd_dtype dt, int64_t ld, int64_t rows, int64_t len, float *dst);
+
 /* Thread-local scratch shared by the kernels: slot 0..SD_WS_SLOTS-1, grown on demand, kept
  * for reuse by the calling thread. NULL after sd_seterr when out of memory. Slots 0-1 belong
  * to sd_gemm_ex; callers of sd_gemm_ex use slots 2 and up. */

@@ -44,7 +44,7 @@ int sd_gemm_bf16_packed(const sd_bf16_pack *pk, int transb, int64_t n, float alp
 int sd_gemm_bf16(int transb, int64_t m, int64_t n, int64_t k, float alpha,
                  const void *a, sd_dtype adt, int64_t lda,
                  const void *b, sd_dtype bdt, int64_t ldb,
-                 float beta, float *c, int64_t ldc)
+                 float beta, float *c, int64_t ldc, const float *bias_col)
 {
 	if (need_cpu("gemm_bf16")) return -1;
 	if ((adt != SD_F32 && adt != SD_F16 && adt != SD_BF16) ||
@@ -61,7 +61,7 @@ int sd_gemm_bf16(int transb, int64_t m, int64_t n, int64_t k, float alpha,
 		int64_t mi = m - i0 < rows ? m - i0 : rows;
 		sd_bf16_pack pk;
 		if (sd_bf16_pack_a(&pk, mi, k, (const char *)a + (size_t)(i0 * lda) * esz, adt, lda)) return -1;
-		if (sd_gemm_bf16_packed(&pk, transb, n, alpha, b, bdt, ldb, beta, c + i0 * ldc, ldc, NULL, NULL))
+		if (sd_gemm_bf16_packed(&pk, transb, n, alpha, b, bdt, ldb, beta, c + i0 * ldc, ldc, NULL, bias_col))
 			return -1;
 	}
 	return 0;

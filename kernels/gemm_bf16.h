@@ -26,13 +26,13 @@
  * (and not capped by SDLUA_CPU). */
 int sd_gemm_bf16_enabled(void);
 
-/* C (m x n, ldc) = alpha * A . op(B) + beta * C. A: m x k, row i at a + i*lda (lda >= k).
- * op(B): transb ? B is n x k (row stride ldb) : B is k x n (row stride ldb). Operands f32,
- * f16 or bf16; C f32. Needs sd_gemm_bf16_enabled() (an error otherwise). */
+/* C (m x n, ldc) = alpha * A . op(B) + beta * C (+ bias_col[j], unless NULL). A: m x k, row i
+ * at a + i*lda (lda >= k). op(B): transb ? B is n x k (row stride ldb) : B is k x n (row stride
+ * ldb). Operands f32, f16 or bf16; C f32. Needs sd_gemm_bf16_enabled() (an error otherwise). */
 int sd_gemm_bf16(int transb, int64_t m, int64_t n, int64_t k, float alpha,
                  const void *a, sd_dtype adt, int64_t lda,
                  const void *b, sd_dtype bdt, int64_t ldb,
-                 float beta, float *c, int64_t ldc);
+                 float beta, float *c, int64_t ldc, const float *bias_col);
 
 /* A left operand packed once and used for several products (a convolution's weights against
  * each im2col band). The data lives in the calling thread's workspace slot 0: valid until that

@@ -14,11 +14,11 @@
 
 #define MR 8          /* rows of A per panel, rows of the C tile */
 #define NR SD_TILE_NR /* columns of B per panel: three zmm of 16 f32 accumulators */
-/* units of k per block at most (gemm_bf16.h); k is cut into equal blocks (block_pairs) */
-#ifndef SD_BF16_KCP
-#define SD_BF16_KCP 768
+/* units of k per block at most (gemm_bf16.h); k is cut into equal blocks (block_units) */
+#ifndef SD_TILE_KC
+#define SD_TILE_KC 768
 #endif
-#define KCP SD_BF16_KCP
+#define KCP SD_TILE_KC
 
 /* Budgets of the packed operands, in bytes. */
 #define A_BUDGET ((int64_t)32 << 20)
@@ -77,7 +77,7 @@ static inline float elem_f32(const void *p, sd_dtype dt, int64_t i)
 /* ---- packing ---- */
 
 /* units per k block: kp units cut into equal blocks of at most KCP */
-static int64_t block_pairs(int64_t kp)
+static int64_t block_units(int64_t kp)
 {
 	int64_t nkb = (kp + KCP - 1) / KCP;
 	return nkb ? (kp + nkb - 1) / nkb : 1;
@@ -85,7 +85,7 @@ static int64_t block_pairs(int64_t kp)
 
 int64_t sd_bf16_rows_per_chunk(int64_t k)
 {
-	int64_t kp = (k + 1) / 2, kc = block_pairs(kp), nkb = (kp + kc - 1) / kc;
+	int64_t kp = (k + 1) / 2, kc = block_units(kp), nkb = (kp + kc - 1) / kc;
 	int64_t row_bytes = nkb * kc * 4;
 	if (row_bytes < 4) row_bytes = 4;
 	int64_t rows = A_BUDGET / row_bytes / MR * MR;
@@ -354,7 +354,7 @@ void sd_tile_pack_b_avx512(int f32, const void *b, sd_dtype bdt, int transb, int
 void sd_bf16_gemm_prepacked_avx512(const sd_bf16_pack *pk, const uint32_t *pb, int64_t bstride,
                                    int64_t n, float *c, int64_t ldc, const float *bias_row)
 {
-	int64_t kp = (pk->k + 1) / 2, kc = block_pairs(kp), npa = (pk->m + MR - 1) / MR;
+	int64_t kp = (pk->k + 1) / 2, kc = block_units(kp), npa = (pk->m + MR - 1) / MR;
 	a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc, 0};
 	tiles(&A, pk->m, 0, npa, pb, bstride, n, 0, (n + NR - 1) / NR, kp, 1.0f, 0.0f, c, ldc, bias_row, NULL);
 }
@@ -363,7 +363,7 @@ void sd_tile_gemm_rows_avx512(int f32, int64_t m, int64_t n, int64_t ku, float a
                               int64_t lda, const uint32_t *pb, int64_t bstride, float beta, float *c,
                               int64_t ldc)
 {
-	a_panels A = {a, block_pairs(ku), block_pairs(ku), MR * lda, lda, f32};
+	a_panels A = {a, block_units(ku), block_units(ku), MR * lda, lda, f32};
 	tiles(&A, m, 0, (m + MR - 1) / MR, pb, bstride, n, 0, (n + NR - 1) / NR, ku, alpha, beta, c, ldc,
 	      NULL, NULL);
 }
@@ -371,7 +371,7 @@ void sd_tile_gemm_rows_avx512(int f32, int64_t m, int64_t n, int64_t ku, float a
 int sd_bf16_pack_a_avx512(sd_bf16_pack *pk, int64_t m, int64_t k, const void *a, sd_dtype adt,
                           int64_t lda)
 {
-	int64_t kp = (k + 1) / 2, kc = block_pairs(kp), nkb = (kp + kc - 1) / kc, npa = (m + MR - 1) / MR;
+	int64_t kp = (k + 1) / 2, kc = block_units(kp), nkb = (kp + kc - 1) / kc, npa = (m + MR - 1) / MR;
 	size_t dwords = (size_t)(nkb * npa) * MR * kc;
 	uint32_t *pa = (uint32_t *)sd_workspace(0, dwords);
 	if (!pa) return -1;
@@ -433,7 +433,7 @@ int sd_gemm_bf16_packed_avx512(const sd_bf16_pack *pk, int transb, int64_t n, fl
 #pragma omp for schedule(static)
 			for (int64_t jp = 0; jp < npb; jp++)
 				pack_b_panel(bc, bdt, transb, ldb, nc, k, jp * NR, pb + (size_t)(jp * kp) * NR);
-			int64_t kc = block_pairs(kp);
+			int64_t kc = block_units(kp);
 			a_panels A = {pk->data, kc, npa * MR * kc, MR * kc, kc, 0};
 #pragma omp for schedule(dynamic, 1)
 			for (int64_t it = 0; it < items; it++) {

@@ -60,7 +60,6 @@ static inline void norm_apply(const float *x, float *y, int64_t n, float m, floa
 void sd_group_norm_f32(const float *x, float *y, int64_t N, int64_t C, int64_t HW, int64_t groups,
                        const float *weight, const float *bias, float eps, int silu)
 {
-	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (N <= 0 || C <= 0 || groups <= 0) return;
 	int64_t cg = C / groups, ng = N * groups;
 	#pragma omp parallel for schedule(dynamic, 1) if (N * C * HW >= NORM_PAR_MIN)
@@ -82,7 +81,6 @@ void sd_group_norm_f32(const float *x, float *y, int64_t N, int64_t C, int64_t H
 void sd_layer_norm_f32(const float *x, float *y, int64_t rows, int64_t D, const float *weight,
                        const float *bias, float eps)
 {
-	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	#pragma omp parallel for schedule(static) if (rows * D >= NORM_PAR_MIN)
 	for (int64_t r = 0; r < rows; r++) {
 		const float *xr = x + r * D;
@@ -139,7 +137,6 @@ static void softmax_row(const float *x, float *y, int64_t D)
 
 void sd_softmax_f32(const float *x, float *y, int64_t outer, int64_t D, int64_t inner)
 {
-	(void)sd_cpu_features(); /* detected before any worker thread asks */
 	if (outer <= 0 || D <= 0 || inner <= 0) return;
 	int par = outer * D * inner >= NORM_PAR_MIN;
 	if (inner == 1) {

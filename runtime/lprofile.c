@@ -94,12 +94,7 @@ static prof_op *op_for(const char *name)
 	return o;
 }
 
-static double numel(const sd_tensor *t)
-{
-	double n = 1;
-	for (int i = 0; i < t->ndim; i++) n *= (double)t->shape[i];
-	return n;
-}
+static double numel(const sd_tensor *t) { return (double)sd_tensor_numel(t); }
 
 static double tensor_bytes(const sd_tensor *t)
 {
@@ -228,21 +223,33 @@ static int cmp_seconds(const void *x, const void *y)
 	return a < b ? 1 : a > b ? -1 : 0;
 }
 
+/* The counters summed per kind and over all operations. */
+typedef struct prof_totals {
+	double seconds[NKINDS], flops[NKINDS], bytes[NKINDS], total, tflops;
+	long long calls[NKINDS], tcalls;
+} prof_totals;
+
+static prof_totals sum_kinds(void)
+{
+	prof_totals t = {0};
+	for (int i = 0; i < nops; i++) {
+		const prof_op *o = &ops[i];
+		t.seconds[o->kind] += o->seconds; t.flops[o->kind] += o->flops;
+		t.bytes[o->kind] += o->bytes; t.calls[o->kind] += o->calls;
+		t.total += o->seconds; t.tflops += o->flops; t.tcalls += o->calls;
+	}
+	return t;
+}
+
 /* profile_report() -> the table as a string */
 static int l_report(lua_State *L)
 {
-	double ks[NKINDS] = {0}, kf[NKINDS] = {0}, kb[NKINDS] = {0}, total = 0, tflops = 0;
-	long long kc[NKINDS] = {0}, tcalls = 0;
-	for (int i = 0; i < nops; i++) {
-		prof_op *o = &ops[i];
-		ks[o->kind] += o->seconds; kf[o->kind] += o->flops; kb[o->kind] += o->bytes; kc[o->kind] += o->calls;
-		total += o->seconds; tflops += o->flops; tcalls += o->calls;
-	}
+	prof_totals t = sum_kinds();
 	luaL_Buffer b;
 	luaL_buffinit(L, &b);
 	char head[200];
-	snprintf(head, sizeof head, "sdlua profile: %.3f s in %lld calls of tensor operations, %.1f GFLOP\n", total,
-	         tcalls, tflops / 1e9);
+	snprintf(head, sizeof head, "sdlua profile: %.3f s in %lld calls of tensor operations, %.1f GFLOP\n", t.total,
+	         t.tcalls, t.tflops / 1e9);
 	luaL_addstring(&b, head);
 	snprintf(head, sizeof head, "%-22s %9s %10s %6s %10s %9s %8s\n", "kind / operation", "calls", "seconds", "%",
 	         "GFLOP", "GFLOP/s", "GB/s");
@@ -250,25 +257,25 @@ static int l_report(lua_State *L)
 	int order[NKINDS];
 	for (int k = 0; k < NKINDS; k++) order[k] = k;
 	for (int i = 1; i < NKINDS; i++) /* kinds by time, insertion sort */
-		for (int j = i; j > 0 && ks[order[j]] > ks[order[j - 1]]; j--) {
-			int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+		for (int j = i; j > 0 && t.seconds[order[j]] > t.seconds[order[j - 1]]; j--) {
+			int swap = order[j]; order[j] = order[j - 1]; order[j - 1] = swap;
 		}
 	prof_op *sorted[MAX_OPS];
 	for (int i = 0; i < nops; i++) sorted[i] = &ops[i];
 	qsort(sorted, (size_t)nops, sizeof sorted[0], cmp_seconds);
 	for (int ki = 0; ki < NKINDS; ki++) {
 		int k = order[ki];
-		if (kc[k] == 0) continue;
-		add_line(&b, kind_names[k], kc[k], ks[k], total, kf[k], kb[k]);
+		if (t.calls[k] == 0) continue;
+		add_line(&b, kind_names[k], t.calls[k], t.seconds[k], t.total, t.flops[k], t.bytes[k]);
 		for (int i = 0; i < nops; i++) {
 			prof_op *o = sorted[i];
 			if (o->kind != k || o->calls == 0) continue;
 			char label[40];
 			snprintf(label, sizeof label, "  %s", o->name);
-			add_line(&b, label, o->calls, o->seconds, total, o->flops, o->bytes);
+			add_line(&b, label, o->calls, o->seconds, t.total, o->flops, o->bytes);
 		}
 	}
-	add_line(&b, "total", tcalls, total, total, tflops, 0);
+	add_line(&b, "total", t.tcalls, t.total, t.total, t.tflops, 0);
 	luaL_pushresult(&b);
 	return 1;
 }
@@ -296,14 +303,11 @@ static int l_profile(lua_State *L)
 			enabled = 0;
 		}
 	}
-	double ks[NKINDS] = {0}, kf[NKINDS] = {0}, kb[NKINDS] = {0}, total = 0, tflops = 0;
-	long long kc[NKINDS] = {0}, tcalls = 0;
+	prof_totals t = sum_kinds();
 	lua_createtable(L, 0, 6);
 	lua_createtable(L, 0, nops);
 	for (int i = 0; i < nops; i++) {
 		prof_op *o = &ops[i];
-		ks[o->kind] += o->seconds; kf[o->kind] += o->flops; kb[o->kind] += o->bytes; kc[o->kind] += o->calls;
-		total += o->seconds; tflops += o->flops; tcalls += o->calls;
 		push_counts(L, o->calls, o->seconds, o->flops, o->bytes);
 		lua_pushstring(L, kind_names[o->kind]);
 		lua_setfield(L, -2, "kind");
@@ -312,14 +316,14 @@ static int l_profile(lua_State *L)
 	lua_setfield(L, -2, "ops");
 	lua_createtable(L, 0, NKINDS);
 	for (int k = 0; k < NKINDS; k++) {
-		push_counts(L, kc[k], ks[k], kf[k], kb[k]);
+		push_counts(L, t.calls[k], t.seconds[k], t.flops[k], t.bytes[k]);
 		lua_setfield(L, -2, kind_names[k]);
 	}
 	lua_setfield(L, -2, "kinds");
 	lua_pushboolean(L, enabled); lua_setfield(L, -2, "enabled");
-	lua_pushnumber(L, total); lua_setfield(L, -2, "seconds");
-	lua_pushnumber(L, tflops); lua_setfield(L, -2, "flops");
-	lua_pushinteger(L, tcalls); lua_setfield(L, -2, "calls");
+	lua_pushnumber(L, t.total); lua_setfield(L, -2, "seconds");
+	lua_pushnumber(L, t.tflops); lua_setfield(L, -2, "flops");
+	lua_pushinteger(L, t.tcalls); lua_setfield(L, -2, "calls");
 	return 1;
 }
 

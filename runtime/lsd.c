@@ -1,6 +1,5 @@
 /* sd.core: the C core as a Lua module, and the helpers shared by the binding files. */
 #include <string.h>
-#include "cpu.h"
 #include "lsd.h"
 #include "sd_error.h"
 
@@ -189,7 +188,6 @@ void sdl_open_profile(lua_State *L); /* lprofile.c: wraps the operations above w
 
 int luaopen_sd_core(lua_State *L)
 {
-	sd_cpu_features(); /* detect once, before any worker thread runs */
 	lua_newtable(L);
 	lua_pushvalue(L, -1);
 	lua_setfield(L, LUA_REGISTRYINDEX, MODULE_KEY);

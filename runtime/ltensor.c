@@ -32,12 +32,18 @@ static void fill(lua_State *L, sd_tensor *t, double v, const char *op)
 	if (r != 0) sdl_error(L, op);
 }
 
+/* The optional dtype after a shape given as a table (argument 2) or as n numbers. */
+static sd_dtype shape_dtype(lua_State *L, int n)
+{
+	return sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32);
+}
+
 /* T.empty(shape [, dtype]), T.zeros, T.ones */
 static int t_empty(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	new_filled(L, "empty", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 0);
+	new_filled(L, "empty", n, shape, shape_dtype(L, n), 0);
 	return 1;
 }
 
@@ -45,7 +51,7 @@ static int t_zeros(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	new_filled(L, "zeros", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 1);
+	new_filled(L, "zeros", n, shape, shape_dtype(L, n), 1);
 	return 1;
 }
 
@@ -53,7 +59,7 @@ static int t_ones(lua_State *L)
 {
 	int64_t shape[SD_MAX_DIMS];
 	int n = sdl_checkshape(L, 1, shape);
-	sd_tensor *t = new_filled(L, "ones", n, shape, sdl_optdtype(L, lua_istable(L, 1) ? 2 : n + 1, SD_F32), 0);
+	sd_tensor *t = new_filled(L, "ones", n, shape, shape_dtype(L, n), 0);
 	fill(L, t, 1.0, "ones");
 	return 1;
 }

@@ -1,12 +1,12 @@
 /* The process-wide precision of matrix products (linear layers, convolutions, gemm with a
- * row-major left operand).
+ * row-major left operand, attention).
  *
  *   f32  (default) products in float32 through cblas_sgemm;
  *   bf16 operands rounded to bfloat16 (8-bit mantissa), products accumulated in float32 with
  *        AVX512_BF16 dot-product instructions (kernels/gemm_bf16.h). On a CPU without
  *        AVX512_BF16 the setting is kept but the f32 kernels run.
  *
- * The initial value comes from SDLUA_PRECISION (f32 or bf16) when set. Attention stays f32. */
+ * The initial value comes from SDLUA_PRECISION (f32 or bf16) when set. */
 #ifndef SD_PRECISION_H
 #define SD_PRECISION_H
 

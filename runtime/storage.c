@@ -16,7 +16,7 @@ struct sd_mapping {
 	long refcount;
 };
 
-/* The pool keeps freed heap blocks by exact size; a loop that allocates the same shapes every
+/* The pool keeps freed heap blocks for reuse; a loop that allocates the same shapes every
  * step then reuses them (no page faults, no zeroing by the kernel). It holds at most POOL_SLOTS
  * blocks and POOL_MAX_BYTES bytes, each at most POOL_MAX_BLOCK.
  *
@@ -51,20 +51,32 @@ static size_t block_size(size_t nbytes)
 	return (n + 63) & ~(size_t)63;
 }
 
+/* the slot of the least recently pooled block, or -1 when the pool is empty */
+static int pool_oldest(void)
+{
+	int oldest = -1;
+	for (int i = 0; i < POOL_SLOTS; i++)
+		if (pool[i].p && (oldest < 0 || pool[i].age < pool[oldest].age)) oldest = i;
+	return oldest;
+}
+
+/* gives pooled block i back to the system */
+static void pool_drop(int i)
+{
+	free(pool[i].p);
+	pool[i].p = NULL;
+	pool_bytes -= pool[i].n;
+}
+
 /* frees the least recently pooled blocks until at least `want` bytes were given back (or the
  * pool is empty) */
 static void pool_evict(size_t want)
 {
 	size_t freed = 0;
-	while (freed < want && pool_bytes > 0) {
-		int oldest = -1;
-		for (int i = 0; i < POOL_SLOTS; i++)
-			if (pool[i].p && (oldest < 0 || pool[i].age < pool[oldest].age)) oldest = i;
-		if (oldest < 0) break;
-		free(pool[oldest].p);
-		pool[oldest].p = NULL;
-		pool_bytes -= pool[oldest].n;
-		freed += pool[oldest].n;
+	int i;
+	while (freed < want && (i = pool_oldest()) >= 0) {
+		freed += pool[i].n;
+		pool_drop(i);
 	}
 }
 
@@ -99,16 +111,12 @@ static void block_put(void *p, size_t n)
 {
 	if (n <= POOL_MAX_BLOCK) {
 		if (pool_bytes + n > POOL_MAX_BYTES) pool_evict(pool_bytes + n - POOL_MAX_BYTES);
-		int slot = -1, oldest = -1;
-		for (int i = 0; i < POOL_SLOTS; i++) {
-			if (!pool[i].p) { slot = i; break; }
-			if (oldest < 0 || pool[i].age < pool[oldest].age) oldest = i;
-		}
+		int slot = -1;
+		for (int i = 0; i < POOL_SLOTS && slot < 0; i++)
+			if (!pool[i].p) slot = i;
 		if (slot < 0) { /* every slot taken: the oldest block goes */
-			free(pool[oldest].p);
-			pool_bytes -= pool[oldest].n;
-			pool[oldest].p = NULL;
-			slot = oldest;
+			slot = pool_oldest();
+			pool_drop(slot);
 		}
 		pool[slot].p = p;
 		pool[slot].n = n;
@@ -250,11 +258,7 @@ void sd_memory_reset_peak(void) { peak_bytes = live_bytes; }
 void sd_memory_trim(void)
 {
 	for (int i = 0; i < POOL_SLOTS; i++)
-		if (pool[i].p) {
-			free(pool[i].p);
-			pool[i].p = NULL;
-		}
-	pool_bytes = 0;
+		if (pool[i].p) pool_drop(i);
 	held_limit = live_blocks;
 	malloc_trim(0); /* and the allocator's own free memory, where it can */
 }

@@ -21,6 +21,7 @@
 local core = require "sd.core"
 local T = core.tensor
 local clock = core.clock
+local cli = require "sd.cli"
 
 local M = {}
 
@@ -134,14 +135,11 @@ end
 --          decode_only}
 function M.run_job(job)
   local r = {}
-  local sgemm1 = M.sgemm_rate()
   core.memory_reset_peak()
   local t0 = clock()
   local pipe = require("sd.pipeline").load(job.path, {dtype = job.dtype, vocab = vocab_folder(), quiet = true})
   r.load_seconds = clock() - t0
-  r.load_rss = core.memory().rss
   r.load_peak_rss = peak_rss()
-  r.load_heap = core.memory().current
   core.memory_reset_peak() -- the generation's peak RSS apart from the load's
   local max_rss = 0
   core.profile(true)
@@ -220,8 +218,6 @@ function M.run_job(job)
   local lo, hi = math.huge, 0
   for _, v in ipairs(sgemm) do lo, hi = math.min(lo, v), math.max(hi, v) end
   r.sgemm_lo, r.sgemm_hi = lo, hi
-  r.sgemm = hi
-  r.sgemm_first = sgemm1
   return r
 end
 
@@ -234,10 +230,8 @@ local function sdlua_bin()
   return bin or "bin/sdlua"
 end
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
 local function child(job)
-  local cmd = sdlua_bin() .. " lua/sd/bench.lua --child " .. sh_quote(serialize(job))
+  local cmd = sdlua_bin() .. " lua/sd/bench.lua --child " .. cli.shell_quote(serialize(job))
   io.stderr:write("bench-sd: ", job.label, " ...\n")
   local t0 = clock()
   local p = assert(io.popen(cmd, "r"))
@@ -255,20 +249,13 @@ end
 
 local function ensure_checkpoint(path, dtype)
   local f = io.open(path, "rb")
-  if f then f:close(); return false end
-  os.execute("mkdir -p " .. sh_quote(path:match("^(.*)/") or "."))
+  if f then f:close(); return end
+  cli.mkdir_p(cli.dirname(path))
   local cmd = string.format("%s make-checkpoint --arch sd15 --random --dtype %s -o %s", sdlua_bin(), dtype or "f16",
-    sh_quote(path))
+    cli.shell_quote(path))
   io.stderr:write("bench-sd: writing the SD 1.5 stand-in once: ", cmd, "\n")
   local ok = os.execute(cmd)
   if not ok then error("bench-sd: make-checkpoint failed", 0) end
-  return true
-end
-
-local function mean(list, from)
-  local s, n = 0, 0
-  for i = from or 1, #list do s = s + list[i]; n = n + 1 end
-  return n > 0 and s / n or 0
 end
 
 local function fmt_list(list, f)

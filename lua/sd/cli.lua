@@ -70,6 +70,7 @@ local function mkdir_p(dir)
 end
 
 local function dirname(path) return path:match("^(.*)/[^/]*$") or "." end
+M.shell_quote, M.mkdir_p, M.dirname = shell_quote, mkdir_p, dirname
 
 local function note(quiet, fmt, ...)
   if quiet then return end
@@ -256,10 +257,6 @@ M.resolve_model = resolve_model
 
 ----------------------------------------------------------------------------------------------------
 -- parameters stored in PNGs
-
-function M.parameters_text(info)
-  return require("sd.image").parameters(info)
-end
 
 -- The parameters of a PNG as option values (the names argparse gives: steps, cfg, seed, ...).
 function M.read_parameters(path)
@@ -472,7 +469,6 @@ local function generate(mode, a)
       fail("%s", clean(img))
     end
     info.long_prompt, info.weighting, info.vae_tiling = s.long_prompt, s.weighting, s.vae_tiling
-    info.parameters = M.parameters_text(info)
     local path = output_path(s.output, k)
     local dir = dirname(path)
     if not exists(dir) then fail("cannot write %s: the folder %s does not exist", path, dir) end

@@ -8,6 +8,7 @@
 local core = require "sd.core"
 local T = core.tensor
 local schedulers = require "sd.schedulers"
+local release_unless = require("sd.schedulers.common").release_unless
 
 local Pipeline = {}
 Pipeline.__index = Pipeline
@@ -59,8 +60,9 @@ end
 -- the seed or the scheduler does not run the text encoder again.
 function Pipeline:encode_prompt(prompt, opts)
   opts = opts or {}
+  -- keyed by whether the bf16 kernels run: the embeddings differ only then
   local key = table.concat({prompt, tostring(opts.clip_skip), opts.long_prompt or "", opts.weighting or "",
-    (core.precision())}, "\0")
+    tostring(select(2, core.precision()))}, "\0")
   local cached = self.embedding_cache[key]
   if cached then return cached end
   local tok = self:get_tokenizer()
@@ -263,7 +265,7 @@ function Pipeline:denoise(p, scheduler, timesteps, latents, cond, context, gener
     local noise = self:predict(latents, t, scheduler, cond, context, p.guidance)
     -- x0 (the predicted clean latents, unused here) is ours unless it is the result or the noise
     local nxt, x0 = scheduler:step(noise, t, latents, generator)
-    if x0 and not rawequal(x0, nxt) and not rawequal(x0, noise) then x0:release() end
+    if x0 then release_unless(x0, nxt, noise) end
     noise:release()
     if own and not rawequal(nxt, latents) then latents:release() end
     latents = nxt
@@ -305,17 +307,9 @@ end
 -- the matrix products used ("bf16" only where the CPU has AVX512_BF16).
 function Pipeline:generate(p, args, info, start)
   local previous = core.precision()
+  local _ <close> = setmetatable({}, {__close = function() core.precision(previous) end})
   if p.precision then core.precision(p.precision) end
-  local setting, bf16 = core.precision()
-  info.precision = (setting == "bf16" and bf16) and "bf16" or "f32"
-  local ok, image, out = pcall(self.generate_body, self, p, args, info, start)
-  core.precision(previous)
-  if not ok then error(image, 0) end
-  return image, out
-end
-
--- generate, inside the precision setting generate puts around it
-function Pipeline:generate_body(p, args, info, start)
+  info.precision = select(2, core.precision()) and "bf16" or "f32"
   local t_start = clock()
   local cond, context = self:embeddings(p, args)
   info.encode_seconds = clock() - t_start

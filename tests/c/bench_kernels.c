@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "attention.h"
+#include "bench.h"
 #include "conv2d.h"
 #include "cpu.h"
 #include "dtype.h"
@@ -32,44 +32,12 @@
 #define HAVE_POINTWISE 0
 #endif
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-typedef void (*runfn)(void *ctx);
-
 static double bench_seconds = 0.4; /* per figure pair; BENCH_SECONDS overrides */
 
-/* Best times of fa(ca) and fb(cb), run alternately after a warm-up (page faults, workspace
- * growth, BLAS buffers) until ~0.4 s have passed: on a shared machine both see the same
- * conditions, and the best of many runs filters out the time slices lost to other work. */
-static void best_pair(runfn fa, void *ca, runfn fb, void *cb, double *ta, double *tb)
-{
-	fa(ca);
-	if (fb) fb(cb);
-	double total = 0;
-	int reps = 0;
-	*ta = *tb = 1e30;
-	while ((total < bench_seconds || reps < 3) && reps < 500) {
-		double t0 = now();
-		fa(ca);
-		double t1 = now();
-		if (fb) fb(cb);
-		double t2 = now();
-		if (t1 - t0 < *ta) *ta = t1 - t0;
-		if (fb && t2 - t1 < *tb) *tb = t2 - t1;
-		total += t2 - t0;
-		reps++;
-	}
-}
-
-static double best_time(runfn fn, void *ctx)
+static double best_time(bench_fn fn, void *ctx)
 {
 	double t, unused;
-	best_pair(fn, ctx, NULL, NULL, &t, &unused);
+	bench_pair(fn, ctx, NULL, NULL, bench_seconds, &t, &unused);
 	return t;
 }
 
@@ -169,7 +137,7 @@ static void bench_linear(const char *name, int64_t m, int64_t n, int64_t k)
 		if (dts[i] != SD_F32) sd_convert(w, SD_F32, wh, dts[i], (size_t)(n * k));
 		lin_ctx l = {m, n, k, x, bias, dts[i] == SD_F32 ? (void *)w : (void *)wh, dts[i], y};
 		double t, tref;
-		best_pair(run_linear, &l, run_sgemm, &g, &t, &tref);
+		bench_pair(run_linear, &l, run_sgemm, &g, bench_seconds, &t, &tref);
 		row(nm, 2.0 * m * n * k, t, 2.0 * m * n * k / tref * 1e-9);
 	}
 	free(x); free(w); free(bias); free(y); free(wh);
@@ -214,7 +182,7 @@ static void bench_conv(int64_t n, int64_t c, int64_t hw, int64_t o, int64_t k, i
 	gemm_ctx g = {0, 0, (int)o, (int)ohw, (int)kdim, (int)kdim, (int)ohw, (int)ohw, (int)n, w, col, y, 0, 0, o * ohw};
 	double flops = 2.0 * n * o * ohw * kdim, t, tref;
 	conv_ctx cc = {n, c, hw, hw, o, k, p, x, bias, wh ? (void *)wh : (void *)w, wdt, y};
-	best_pair(run_conv, &cc, run_sgemm, &g, &t, &tref);
+	bench_pair(run_conv, &cc, run_sgemm, &g, bench_seconds, &t, &tref);
 	row(nm, flops, t, flops / tref * 1e-9);
 	free(x); free(w); free(bias); free(y); free(wh); free(col);
 }
@@ -272,7 +240,7 @@ static void bench_attn(const char *name, int64_t B, int64_t H, int64_t N, int64_
 	attn_ref_ctx r = {&a, s};
 	double flops = 4.0 * B * H * N * M * d;
 	double t, tref;
-	best_pair(run_attn, &a, run_attn_ref, &r, &t, &tref);
+	bench_pair(run_attn, &a, run_attn_ref, &r, bench_seconds, &t, &tref);
 	if (causal) flops = flops / 2; /* about half the products are masked out */
 	row(name, flops, t, (causal ? flops * 2 : flops) / tref * 1e-9);
 	free(q); free(k); free(v); free(out); free(s);

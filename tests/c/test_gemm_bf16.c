@@ -9,9 +9,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "check.h"
 #include "conv2d.h"
 #include "cpu.h"
@@ -20,22 +20,8 @@
 #include "gemm_bf16.h"
 #include "precision.h"
 
-/* f32 -> bf16, round to nearest even (finite inputs) */
-static uint16_t to_bf16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, sizeof u);
-	u += 0x7fff + ((u >> 16) & 1);
-	return (uint16_t)(u >> 16);
-}
-
-static float bf16_round(float f)
-{
-	uint32_t u = (uint32_t)to_bf16(f) << 16;
-	float r;
-	memcpy(&r, &u, sizeof r);
-	return r;
-}
+/* f rounded to bf16 (nearest even), as f32 */
+static float bf16_round(float f) { return sd_bf16_to_f32(sd_f32_to_bf16(f)); }
 
 /* an operand of rows x cols (row stride ld) in dtype dt, from floats; returns the buffer and
  * writes its values as f32 (what the kernel sees before rounding to bf16) into vals */
@@ -80,8 +66,6 @@ static void reference(int transb, int64_t m, int64_t n, int64_t k, float alpha, 
 		}
 }
 
-static const char *dtn(sd_dtype d) { return sd_dtype_name(d); }
-
 /* One product through sd_gemm_bf16 (or, with packed, sd_bf16_pack_a + sd_gemm_bf16_packed
  * with biases) against both references. */
 static void gemm_case(int transb, int64_t m, int64_t n, int64_t k, sd_dtype adt, sd_dtype bdt,
@@ -112,10 +96,9 @@ static void gemm_case(int transb, int64_t m, int64_t n, int64_t k, sd_dtype adt,
 		rc = sd_bf16_pack_a(&pk, m, k, a, adt, lda);
 		if (!rc) rc = sd_gemm_bf16_packed(&pk, transb, n, alpha, b, bdt, ldb, beta, c, ldc, brow, bcol);
 	} else {
-		rc = sd_gemm_bf16(transb, m, n, k, alpha, a, adt, lda, b, bdt, ldb, beta, c, ldc);
+		rc = sd_gemm_bf16(transb, m, n, k, alpha, a, adt, lda, b, bdt, ldb, beta, c, ldc, NULL);
 	}
 	CHECK(rc == 0, "returned %d", rc);
-	double worst_r = 0, worst_e = 0;
 	for (int64_t i = 0; i < m; i++)
 		for (int64_t j = 0; j < n; j++) {
 			double got = c[i * ldc + j], e = fabs(got - ex[i * n + j]), r = fabs(got - ro[i * n + j]);
@@ -126,16 +109,12 @@ static void gemm_case(int transb, int64_t m, int64_t n, int64_t k, sd_dtype adt,
 			/* against the exact product: each operand rounded to 8 significant bits */
 			CHECK(e <= mg / 128 + 1e-6, "(%lld,%lld) got %.9g, exact %.9g (|a||b| sum %.3g)",
 			      (long long)i, (long long)j, got, ex[i * n + j], mg);
-			if (r / mg > worst_r) worst_r = r / mg;
-			if (e / mg > worst_e) worst_e = e / mg;
 		}
 	/* the padding between rows of C is untouched */
 	for (int64_t i = 0; i < m; i++)
 		for (int64_t j = n; j < ldc; j++)
 			CHECK(c[i * ldc + j] == c0[i * ldc + j], "padding of C written at (%lld,%lld)", (long long)i,
 			      (long long)j);
-	(void)worst_r;
-	(void)worst_e;
 	free(av); free(bv); free(a); free(b); free(c); free(c0); free(brow); free(bcol);
 	free(ex); free(ro); free(mag);
 }
@@ -179,8 +158,9 @@ static void routing_cases(int expect_bf16)
 		sd_set_precision(SD_PRECISION_BF16);
 		CHECK(sd_linear(m, n, k, x, k, wp, dts[d], k, bias, y16, n) == 0, "linear bf16");
 		double e = relerr(y16, y32, (size_t)(m * n));
-		if (expect_bf16) CHECK(e > 0 && e < 2e-2, "linear %s: bf16 vs f32 relative %.3g", dtn(dts[d]), e);
-		else CHECK(e == 0, "linear %s: fallback differs from f32 by %.3g", dtn(dts[d]), e);
+		const char *dn = sd_dtype_name(dts[d]);
+		if (expect_bf16) CHECK(e > 0 && e < 2e-2, "linear %s: bf16 vs f32 relative %.3g", dn, e);
+		else CHECK(e == 0, "linear %s: fallback differs from f32 by %.3g", dn, e);
 	}
 	/* the bf16 path is exactly f32 arithmetic on operands rounded to bf16 */
 	if (expect_bf16) {
@@ -229,27 +209,6 @@ static void routing_cases(int expect_bf16)
 
 /* ---- benchmark ---- */
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-typedef void (*bench_fn)(void *ctx);
-
-/* best time of fn and ref, run alternately for `seconds` */
-static void best2(bench_fn fn, void *a, bench_fn ref, void *b, double seconds, double *ta, double *tb)
-{
-	fn(a); ref(b);
-	*ta = *tb = 1e30;
-	double end = now() + seconds;
-	do {
-		double t0 = now(); fn(a); double t1 = now(); ref(b); double t2 = now();
-		if (t1 - t0 < *ta) *ta = t1 - t0;
-		if (t2 - t1 < *tb) *tb = t2 - t1;
-	} while (now() < end);
-}
 
 typedef struct { int64_t m, n, k; float *a, *b, *c; const void *w; sd_dtype wdt; int prec; } lin_ctx;
 
@@ -287,6 +246,19 @@ static void run_sgemm_conv(void *p)
 	            (int)kd, cc->col, (int)np, 0.0f, cc->y, (int)np);
 }
 
+/* One row of the table: fn on the bf16 context and on the f32 one, each against ref (the
+ * matching sgemm) run alternately with it; gflop per call. */
+static void bench_row(const char *name, double gflop, bench_fn fn, void *ctx16, void *ctx32, bench_fn ref,
+                      void *refctx, double secs)
+{
+	double t16, tref, t32, tref2;
+	bench_pair(fn, ctx16, ref, refctx, secs, &t16, &tref);
+	bench_pair(fn, ctx32, ref, refctx, secs / 2, &t32, &tref2);
+	if (tref2 < tref) tref = tref2;
+	printf("| %-40s | %8.2f | %8.1f | %8.1f | %6.2f | %8.1f | %6.2f |\n", name, t16 * 1e3, gflop / t16,
+	       gflop / tref, tref / t16, gflop / t32, t32 / t16);
+}
+
 static void bench(void)
 {
 	double secs = getenv("BENCH_SECONDS") ? atof(getenv("BENCH_SECONDS")) : 0.6;
@@ -311,15 +283,9 @@ static void bench(void)
 			lin_ctx l16 = {m, n, k, a, b, c, half ? (const void *)bh : b, half ? SD_F16 : SD_F32, SD_PRECISION_BF16};
 			lin_ctx l32 = l16;
 			l32.prec = SD_PRECISION_F32;
-			double t16, tref, t32, tref2;
-			best2(run_linear, &l16, run_sgemm_nt, &l32, secs, &t16, &tref);
-			best2(run_linear, &l32, run_sgemm_nt, &l32, secs / 2, &t32, &tref2);
-			if (tref2 < tref) tref = tref2;
-			double fl = 2.0 * m * n * k * 1e-9;
 			char name[64];
 			snprintf(name, sizeof name, "%s%s", lin[i].name, half ? " (f16 w)" : "");
-			printf("| %-40s | %8.2f | %8.1f | %8.1f | %6.2f | %8.1f | %6.2f |\n", name, t16 * 1e3, fl / t16,
-			       fl / tref, tref / t16, fl / t32, t32 / t16);
+			bench_row(name, 2.0 * m * n * k * 1e-9, run_linear, &l16, &l32, run_sgemm_nt, &l32, secs);
 			free(a); free(b); free(c); free(bh);
 		}
 	}
@@ -331,15 +297,9 @@ static void bench(void)
 		check_fill(cc.x, C * np, 3); check_fill(cc.w, C * kd, 4); check_fill(cc.col, kd * np, 5);
 		conv_ctx c32 = cc;
 		c32.prec = SD_PRECISION_F32;
-		double t16, tref, t32, tref2;
-		best2(run_conv, &cc, run_sgemm_conv, &cc, secs, &t16, &tref);
-		best2(run_conv, &c32, run_sgemm_conv, &cc, secs / 2, &t32, &tref2);
-		if (tref2 < tref) tref = tref2;
-		double fl = 2.0 * C * np * kd * 1e-9;
 		char name[64];
 		snprintf(name, sizeof name, "conv 3x3 %lld->%lld @%lld^2", (long long)C, (long long)C, (long long)HW);
-		printf("| %-40s | %8.2f | %8.1f | %8.1f | %6.2f | %8.1f | %6.2f |\n", name, t16 * 1e3, fl / t16,
-		       fl / tref, tref / t16, fl / t32, t32 / t16);
+		bench_row(name, 2.0 * C * np * kd * 1e-9, run_conv, &cc, &c32, run_sgemm_conv, &cc, secs);
 		free(cc.x); free(cc.w); free(cc.y); free(cc.col);
 	}
 }
@@ -354,7 +314,7 @@ static int fallback_child(void)
 		sd_set_precision(SD_PRECISION_BF16);
 		CHECK(!sd_gemm_bf16_enabled(), "bf16 path enabled without AVX512_BF16");
 		CHECK(sd_gemm_bf16(1, 2, 2, 2, 1.0f, (float[4]){0}, SD_F32, 2, (float[4]){0}, SD_F32, 2, 0.0f,
-		                   (float[4]){0}, 2) != 0, "sd_gemm_bf16 accepted a call without AVX512_BF16");
+		                   (float[4]){0}, 2, NULL) != 0, "sd_gemm_bf16 accepted a call without AVX512_BF16");
 		routing_cases(0);
 	});
 	CHECK_DONE();

@@ -371,9 +371,9 @@ local function materialize(map, tensors, dtype)
     if e.narrow then t = t:narrow(e.narrow[1], e.narrow[2] + 1, e.narrow[3]) end
     if not same_shape(t.shape, e.shape) then t = t:view(e.shape) end
     local c = convert(t, dtype)
-    if c == t then
+    if rawequal(c, t) then
       kept[e.src] = true
-    elseif t ~= src then
+    elseif not rawequal(t, src) then
       t:release() -- the temporary view
     end
     out[target] = c

@@ -713,12 +713,10 @@ function C.lincomb(t1, c1, ...)
   return out
 end
 
--- x - y * c on one new tensor (the same float operations).
+-- x - y * c (c a number) on one new tensor: y * -c is exactly -(y * c), and adding x to it is
+-- exactly x - y * c, so the floats are those of the two-step form without its temporary.
 function C.sub_scaled(x, y, c)
-  local yc = y * c
-  local out = x - yc
-  yc:release()
-  return out
+  return (y * -c):add_(x)
 end
 
 -- (x - y * c) / d on one new tensor.
@@ -937,11 +935,15 @@ function C.eps_from_output(prediction_type, model_output, x, alpha, sigma)
   end
 end
 
--- x0 and eps from a model output under the alphas_cumprod parameterisation (DDIM, DDPM,
--- PNDM, LCM): x_t = sqrt(a) x0 + sqrt(1 - a) eps. a = alpha_prod_t (float32).
+-- The alphas_cumprod parameterisation (DDIM, DDPM, PNDM, LCM): x_t = sqrt(a) x0 +
+-- sqrt(1 - a) eps, a = alpha_prod_t (float32). alpha_scalings(a) -> sqrt(a), sqrt(1 - a);
+-- alpha_pred -> x0 and eps from a model output.
+function C.alpha_scalings(a)
+  return fround(sqrt(a)), fround(sqrt(fround(1 - a)))
+end
+
 function C.alpha_pred(prediction_type, model_output, x, a)
-  local sa = fround(sqrt(a))
-  local sb = fround(sqrt(fround(1 - a)))
+  local sa, sb = C.alpha_scalings(a)
   return C.x0_from_output(prediction_type, model_output, x, sa, sb),
     C.eps_from_output(prediction_type, model_output, x, sa, sb)
 end
