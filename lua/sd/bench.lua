@@ -45,7 +45,8 @@ local function serialize(v)
   local t = type(v)
   if t == "number" then
     if math.type(v) == "integer" then return tostring(v) end
-    if v ~= v or v == math.huge or v == -math.huge then return "0/0" end
+    if v ~= v then return "0/0" end
+    if v == math.huge or v == -math.huge then return v > 0 and "1/0" or "-1/0" end
     return string.format("%.17g", v)
   elseif t == "string" then
     return string.format("%q", v):gsub("\n", "n")
